@@ -1,0 +1,1 @@
+"""Inspector: industrial quality inspection that keeps learning."""

@@ -1,0 +1,57 @@
+"""Dependencies, named with ``Annotated`` so a route's signature lists what it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from inspector.api.auth import Principal, authenticate, authorize
+from inspector.api.queue import Enqueuer
+from inspector.config import Role, Settings
+from storage import ObjectStore
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> ObjectStore:
+    """The object store the app was built with."""
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_enqueuer(request: Request) -> Enqueuer:
+    """The task queue the app was built with."""
+    return request.app.state.enqueuer  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+
+
+def get_principal(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """The caller, from its bearer token."""
+    return authenticate(authorization, settings.token_grants)
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting only callers with one of ``roles``."""
+
+    def dependency(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        authorize(principal, roles, f"{request.method} {request.url.path}")
+        return principal
+
+    return dependency
+
+
+AnyRole = Annotated[Principal, Depends(require("camera", "operator", "admin"))]
+Uploader = AnyRole
+Operator = Annotated[Principal, Depends(require("operator", "admin"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,43 @@
+"""The FastAPI app factory: assembles settings, store, queue, error handlers and routes."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from inspector.api import errors
+from inspector.api.middleware import BodySizeLimit
+from inspector.api.queue import CeleryEnqueuer, Enqueuer
+from inspector.api.routes import classes, health, images
+from inspector.config import Settings, get_settings, open_configured_store
+from storage import ObjectStore
+
+# Multipart framing and metadata fields ride on top of the image itself.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: ObjectStore | None = None,
+    enqueuer: Enqueuer | None = None,
+) -> FastAPI:
+    """Build the API. Without arguments everything comes from the environment."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Inspector",
+        summary="Industrial quality inspection that keeps learning.",
+        version="0.1.0",
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.state.settings = settings
+    app.state.store = store or open_configured_store(settings)
+    app.state.enqueuer = enqueuer or CeleryEnqueuer(timeout=settings.enqueue_timeout_seconds)
+    errors.install(app)
+    for module in (health, images, classes):
+        app.include_router(module.router)
+    logging.getLogger("inspector").info(
+        "API ready: store %s, broker %s", app.state.store.url, settings.resolved_redis_url
+    )
+    return app

@@ -1,0 +1,76 @@
+"""Handing work to the Celery workers, without letting a broker outage fail an upload.
+
+The upload is durable before anything is enqueued; if the broker is down, the image
+waits for the reconciler (a periodic beat task) instead. After a failure the API
+stops trying for a few seconds, so a broker outage does not slow every upload down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger("inspector.api.queue")
+
+
+class Enqueuer(Protocol):
+    """What the API needs from a task queue."""
+
+    def ingest(self, image_id: str) -> bool:
+        """Queue the image for ingest; False if the broker could not take it now."""
+        ...
+
+    def ping(self) -> bool:
+        """Whether the broker answers."""
+        ...
+
+
+class CeleryEnqueuer:
+    """Sends tasks by name, so the API never imports the task modules (or TensorFlow)."""
+
+    def __init__(self, timeout: float = 2.0, backoff_seconds: float = 5.0) -> None:
+        from workers.celery_app import TASK_INGEST, get_celery
+
+        self._app = get_celery()
+        self._task_ingest = TASK_INGEST
+        self._timeout = timeout
+        self._backoff = backoff_seconds
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def ingest(self, image_id: str) -> bool:
+        """Queue ``image_id`` on the ingest queue; False (and logged) if the broker is down."""
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            self._app.send_task(
+                self._task_ingest,
+                args=[image_id],
+                queue="ingest",
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
+            )
+        except Exception as exc:  # kombu and redis raise a zoo of connection errors
+            with self._lock:
+                self._down_until = time.monotonic() + self._backoff
+            log.warning(
+                "broker unreachable (%s: %s); image %s is stored and the reconciler will "
+                "queue it; not trying the broker again for %.0f s",
+                exc.__class__.__name__,
+                exc,
+                image_id,
+                self._backoff,
+            )
+            return False
+        return True
+
+    def ping(self) -> bool:
+        """Whether the broker answers within the timeout."""
+        try:
+            with self._app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=self._timeout)
+            return True
+        except Exception:
+            return False

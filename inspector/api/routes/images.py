@@ -1,0 +1,158 @@
+"""Images: the camera upload endpoint, image details, and labels."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from inspector import records
+from inspector.api.deps import EnqueuerDep, Operator, SettingsDep, StoreDep, Uploader
+from inspector.api.errors import ApiError
+from inspector.api.schemas import (
+    ErrorResponse,
+    ImageOut,
+    LabelEventOut,
+    LabelIn,
+    LabelOut,
+    UploadAccepted,
+)
+from inspector.images import ImageLimits
+from inspector.records import UploadMetadata
+from inspector.uploads import accept_upload
+from storage import NotFound
+
+log = logging.getLogger("inspector.api.images")
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 415, 422, 503)
+}
+MetaField = Annotated[str | None, Form(max_length=4096)]
+
+
+@router.post(
+    "",
+    response_model=UploadAccepted,
+    status_code=201,
+    responses={200: {"model": UploadAccepted, "description": "the same bytes were accepted before"}, **_ERRORS},
+    summary="Upload one part's image (cameras)",
+)
+def upload_image(
+    response: Response,
+    principal: Uploader,
+    store: StoreDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    file: Annotated[UploadFile | None, File(description="JPEG, PNG, BMP or TIFF bytes")] = None,
+    line: MetaField = None,
+    station: MetaField = None,
+    camera_id: MetaField = None,
+    part_id: MetaField = None,
+    captured_at: Annotated[str | None, Form(description="ISO 8601 with timezone", max_length=4096)] = None,
+    label: Annotated[str | None, Form(description="ground truth, if known")] = None,
+) -> UploadAccepted:
+    """Store the image durably, then queue it for ingest.
+
+    The 2xx is sent only after the bytes and the record are in the object store.
+    Re-sending the same bytes returns the same id (200) and stores nothing twice.
+    """
+    if file is None:
+        raise ApiError(
+            400, "missing_file", "send multipart/form-data with the image in a part named 'file'"
+        )
+    metadata = UploadMetadata.parse(
+        line=line, station=station, camera_id=camera_id, part_id=part_id, captured_at=captured_at
+    )
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(
+            413, "payload_too_large", f"the image is larger than {settings.max_upload_bytes:,} bytes"
+        )
+    result = accept_upload(
+        store,
+        data,
+        metadata,
+        uploaded_by=principal.name,
+        label=label or None,
+        limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
+    )
+    record = result.record
+    if result.duplicate and store.exists(records.index_key(record.image_id)):
+        ingest = "done"
+    else:
+        ingest = "queued" if enqueuer.ingest(record.image_id) else "deferred"
+    url = f"/v1/images/{record.image_id}"
+    response.headers["Location"] = url
+    if result.duplicate:
+        response.status_code = 200
+    log.info(
+        "%s image %s from %s line=%s part=%s (%dx%d %s, %d bytes) ingest=%s",
+        "duplicate" if result.duplicate else "accepted",
+        record.image_id,
+        principal.name,
+        record.line,
+        record.part_id,
+        record.width,
+        record.height,
+        record.format,
+        record.size_bytes,
+        ingest,
+    )
+    return UploadAccepted(
+        image_id=record.image_id,
+        duplicate=result.duplicate,
+        ingest=ingest,  # type: ignore[arg-type]
+        received_at=record.received_at,
+        label=record.label_at_upload,
+        url=url,
+    )
+
+
+def _history(store: StoreDep, image_id: str) -> list[LabelEventOut]:
+    return [
+        LabelEventOut(label=e.label, by=e.by, source=e.source, at=e.at, reason=e.reason)
+        for e in records.label_history(store, image_id)
+    ]
+
+
+@router.get("/{image_id}", response_model=ImageOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+def get_image(image_id: str, store: StoreDep, _: Operator) -> ImageOut:
+    """The upload record, ingest state (pending, done with statistics, or failed) and labels."""
+    record = records.read_record(store, image_id)
+    ingest: dict[str, Any]
+    try:
+        ingest = {"state": "done", **records.read_json(store, records.index_key(image_id))}
+    except NotFound:
+        try:
+            ingest = {"state": "failed", **records.read_json(store, records.failure_key(image_id))}
+        except NotFound:
+            ingest = {"state": "pending"}
+    history = _history(store, image_id)
+    return ImageOut(
+        image_id=image_id,
+        record=record.to_doc(),
+        ingest=ingest,
+        label=history[-1].label if history else None,
+        label_history=history,
+    )
+
+
+@router.get("/{image_id}/label", response_model=LabelOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+def get_label(image_id: str, store: StoreDep, _: Operator) -> LabelOut:
+    """The current label (the newest event) and the whole history."""
+    records.read_record(store, image_id)
+    history = _history(store, image_id)
+    return LabelOut(image_id=image_id, label=history[-1].label if history else None, history=history)
+
+
+@router.put("/{image_id}/label", response_model=LabelOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+def put_label(image_id: str, body: LabelIn, store: StoreDep, principal: Operator) -> LabelOut:
+    """Label an image: appends an event; earlier labels stay in the history."""
+    event = records.append_label(store, image_id, body.label, principal.name, reason=body.reason)
+    log.info("image %s labelled %s by %s", image_id, event.label, principal.name)
+    history = _history(store, image_id)
+    return LabelOut(image_id=image_id, label=history[-1].label, history=history)
+
+

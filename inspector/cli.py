@@ -1,0 +1,299 @@
+"""The `inspector` command. `inspector --help` lists the commands; each has `--help`.
+
+Service commands (run, api, worker, beat) start processes; the others talk to a
+running service over its HTTP API, exactly as any client would, so they need only
+its URL and a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+from inspector.config import DEV_TOKENS, Settings, get_settings, parse_tokens
+
+app = typer.Typer(
+    help="Inspector: industrial quality inspection that keeps learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+classes_app = typer.Typer(help="The class vocabulary (labels a part may get).", no_args_is_help=True)
+images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
+app.add_typer(classes_app, name="classes")
+app.add_typer(images_app, name="images")
+
+WORKER_QUEUES = ("ingest", "inference", "train", "registry")
+# TensorFlow is not fork-safe: the queues that will run models use one process, no fork.
+SOLO_QUEUES = {"inference", "train"}
+
+UrlOpt = Annotated[
+    str, typer.Option("--url", envvar="INSPECTOR_API_URL", help="base URL of the Inspector API")
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="INSPECTOR_TOKEN", help="bearer token (dev mode: a built-in one)"),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("INSPECTOR_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _token(token: str | None, role: str) -> str:
+    if token:
+        return token
+    if _settings().env == "dev":
+        return next(g.secret for g in parse_tokens(DEV_TOKENS) if g.role == role)
+    _fail(f"set INSPECTOR_TOKEN (or --token) to a token with the {role} role")
+
+
+def _request(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(
+            method, url.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the API at {url}: {exc}; is the service running (`make run`)?")
+    if response.status_code >= 400:
+        try:
+            err = response.json()["error"]
+            _fail(f"{response.status_code} {err['code']}: {err['message']}")
+        except (ValueError, KeyError, TypeError):
+            _fail(f"{response.status_code}: {response.text[:200]}")
+    return response.json()
+
+
+# --- service processes ----------------------------------------------------------------
+
+
+@app.command()
+def run(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="where the store and Redis keep data [env INSPECTOR_DATA_DIR]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="API address [env INSPECTOR_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="API port [env INSPECTOR_API_PORT]")] = None,
+    beat: Annotated[bool, typer.Option(help="run the periodic scheduler")] = True,
+) -> None:
+    """Start the whole service: Redis (embedded), API, workers and beat. Ctrl-C stops all."""
+    _setup_logging()
+    from inspector.supervisor import run_service
+
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if host is not None:
+        overrides["api_host"] = host
+    if port is not None:
+        overrides["api_port"] = port
+    settings = _settings().model_copy(update=overrides)
+    raise typer.Exit(run_service(settings, beat=beat))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="address to bind [env INSPECTOR_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env INSPECTOR_API_PORT]")] = None,
+    workers: Annotated[int, typer.Option(help="HTTP worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    _setup_logging()
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "inspector.api.main:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+def _exec_celery(args: list[str]) -> NoReturn:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", *args]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+@app.command()
+def worker(
+    queue: Annotated[str, typer.Argument(help=f"one of: {', '.join(WORKER_QUEUES)}")],
+    concurrency: Annotated[
+        int | None, typer.Option(help="worker processes (ingest; default: CPU count)")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker consuming one queue (inference and train run without forking)."""
+    if queue not in WORKER_QUEUES:
+        _fail(f"unknown queue {queue!r}; queues: {', '.join(WORKER_QUEUES)}")
+    _settings()  # refuse bad settings before handing over to Celery
+    args = ["worker", "-Q", queue, "-n", f"{queue}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    if queue in SOLO_QUEUES:
+        args += ["--pool", "solo"]
+    else:
+        args += ["--pool", "prefork", "--concurrency", str(concurrency or os.cpu_count() or 2)]
+    _exec_celery(args)
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO") -> None:
+    """Run the periodic scheduler (the ingest reconciler; nightly training later)."""
+    settings = _settings()
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    _exec_celery(["beat", "-s", str(schedule), "--loglevel", loglevel])
+
+
+# --- the production-line simulator --------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    rate: Annotated[float, typer.Option(help="uploads per second; 0 = as fast as possible")] = 20.0,
+    count: Annotated[int, typer.Option(min=1, help="parts to send")] = 500,
+    labels: Annotated[bool, typer.Option(help="send each part's ground-truth label")] = True,
+    mix: Annotated[
+        str | None, typer.Option(help="class mix, e.g. ok=0.8,scratch=0.05,pit=0.05,crack=0.05,stain=0.05")
+    ] = None,
+    size: Annotated[int, typer.Option(min=16, help="image side in pixels")] = 256,
+    image_format: Annotated[str, typer.Option("--format", help="jpeg, png, bmp or tiff")] = "jpeg",
+    concurrency: Annotated[int, typer.Option(min=1, help="parallel uploads")] = 8,
+    line: Annotated[str, typer.Option(help="line id sent with each part")] = "line-1",
+    station: Annotated[str, typer.Option(help="station id")] = "station-1",
+    camera: Annotated[str, typer.Option(help="camera id")] = "cam-1",
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same parts)")] = 0,
+) -> None:
+    """Play a production line: draw parts with defects and upload them like a camera."""
+    from inspector import simulate as sim
+
+    try:
+        parsed_mix = sim.parse_mix(mix) if mix else None
+    except ValueError as exc:
+        _fail(str(exc))
+    if image_format not in ("jpeg", "png", "bmp", "tiff"):
+        _fail(f"unknown format {image_format!r}; use jpeg, png, bmp or tiff")
+    secret = _token(token, "camera")
+    last = [0.0]
+
+    def progress(report: sim.SimulationReport) -> None:
+        done = report.accepted + report.duplicates + sum(report.rejected.values()) + report.failed
+        if done == count or report.elapsed - last[0] >= 0.5:
+            last[0] = report.elapsed
+            eta = (count - done) / report.rate if report.rate > 0 else 0.0
+            typer.echo(
+                f"\r{done}/{count} sent  {report.rate:5.1f}/s  accepted {report.accepted}  "
+                f"rejected {sum(report.rejected.values())}  failed {report.failed}  ETA {eta:4.0f}s",
+                nl=False,
+                err=True,
+            )
+
+    report = sim.run_simulation(
+        url,
+        secret,
+        count=count,
+        rate=rate or None,
+        concurrency=concurrency,
+        labels=labels,
+        mix=parsed_mix,
+        size=size,
+        fmt=image_format,
+        line=line,
+        station=station,
+        camera_id=camera,
+        seed=seed,
+        progress=progress,
+    )
+    typer.echo("", err=True)
+    typer.echo(report.summary())
+    if report.failed or report.rejected:
+        raise typer.Exit(1)
+
+
+# --- clients of a running service ---------------------------------------------------------
+
+
+@classes_app.command("list")
+def classes_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """List the classes a label may name."""
+    for cls in _request("GET", url, _token(token, "operator"), "/v1/classes"):
+        kind = "defect" if cls["defect"] else "ok"
+        typer.echo(f"{cls['name']:<16} {kind:<7} {cls['description']}")
+
+
+@classes_app.command("add")
+def classes_add(
+    name: Annotated[str, typer.Argument(help="a-z 0-9 _, starting with a letter")],
+    description: Annotated[str, typer.Option(help="what this defect looks like")] = "",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Add a defect class to the vocabulary (operators)."""
+    cls = _request(
+        "POST", url, _token(token, "operator"), "/v1/classes", json={"name": name, "description": description}
+    )
+    typer.echo(f"class {cls['name']!r} is in the vocabulary (added by {cls['added_by']})")
+
+
+@app.command()
+def label(
+    image_id: Annotated[str, typer.Argument(help="the image id an upload returned")],
+    label_name: Annotated[str, typer.Argument(metavar="LABEL", help="a class name")],
+    reason: Annotated[str | None, typer.Option(help="why, for the history")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Give an image its ground-truth label (appends to its label history)."""
+    body = _request(
+        "PUT",
+        url,
+        _token(token, "operator"),
+        f"/v1/images/{image_id}/label",
+        json={"label": label_name, "reason": reason},
+    )
+    typer.echo(f"{image_id} is now {body['label']} ({len(body['history'])} label events)")
+
+
+@images_app.command("show")
+def images_show(
+    image_id: Annotated[str, typer.Argument(help="the image id an upload returned")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Show an image's record, ingest state and labels."""
+    import json
+
+    typer.echo(json.dumps(_request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,72 @@
+"""Thin tasks: take ids, call one domain function, return a small summary."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import Reject
+from celery.signals import worker_process_init
+
+from inspector import ingest
+from inspector.config import get_settings, open_configured_store
+from inspector.errors import IngestFailed
+from storage import ObjectStore, Unavailable
+from workers.celery_app import TASK_INGEST, TASK_RECONCILE, get_celery
+
+log = logging.getLogger(__name__)
+app = get_celery()
+settings = get_settings()
+
+
+@functools.cache
+def worker_store() -> ObjectStore:
+    """One store client per worker process (connection pools do not survive a fork)."""
+    return open_configured_store(get_settings())
+
+
+@worker_process_init.connect
+def _fresh_store_after_fork(**_: Any) -> None:
+    worker_store.cache_clear()
+
+
+@app.task(
+    name=TASK_INGEST,
+    bind=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=settings.ingest_max_retries,
+)
+def ingest_image(self: Any, image_id: str) -> dict[str, Any]:
+    """Canonical copy, statistics and index entry for one accepted image."""
+    spec = ingest.CanonicalSpec(settings.canonical_size, settings.canonical_color)
+    try:
+        result = ingest.ingest_image(worker_store(), image_id, spec)
+    except IngestFailed as exc:
+        # Retrying cannot help; the failure is recorded in the store for operators.
+        raise Reject(str(exc), requeue=False) from exc
+    return {"image_id": image_id, "status": result.status}
+
+
+@app.task(name=TASK_RECONCILE)
+def reconcile_ingest() -> dict[str, Any]:
+    """Queue accepted images that were never ingested (e.g. the broker was down)."""
+    cutoff = ingest.records.now_utc() - timedelta(seconds=settings.reconcile_grace_seconds)
+    missing = ingest.find_unindexed(worker_store(), cutoff)
+    # A short Redis marker per image keeps a long ingest backlog from being queued
+    # again on every run; if the marker is lost, the worst case is a harmless re-run.
+    redis = app.backend.client
+    ttl = int(max(600, 10 * settings.reconcile_interval_seconds))
+    queued = 0
+    for image_id in missing:
+        if redis.set(f"inspector:reconcile:{image_id}", 1, nx=True, ex=ttl):
+            ingest_image.apply_async((image_id,), queue="ingest")
+            queued += 1
+    if missing:
+        log.info(
+            "reconciler: %d stored-but-not-ingested images, %d queued now", len(missing), queued
+        )
+    return {"missing": len(missing), "queued": queued}
