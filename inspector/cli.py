@@ -24,7 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-classes_app = typer.Typer(help="The class vocabulary (labels a part may get).", no_args_is_help=True)
+classes_app = typer.Typer(
+    help="The class vocabulary (labels a part may get).", no_args_is_help=True
+)
 images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
 app.add_typer(classes_app, name="classes")
 app.add_typer(images_app, name="images")
@@ -38,7 +40,9 @@ UrlOpt = Annotated[
 ]
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", envvar="INSPECTOR_TOKEN", help="bearer token (dev mode: a built-in one)"),
+    typer.Option(
+        "--token", envvar="INSPECTOR_TOKEN", help="bearer token (dev mode: a built-in one)"
+    ),
 ]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -74,7 +78,11 @@ def _token(token: str | None, role: str) -> str:
 def _request(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any:
     try:
         response = httpx.request(
-            method, url.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
+            method,
+            url.rstrip("/") + path,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            **kwargs,
         )
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the API at {url}: {exc}; is the service running (`make run`)?")
@@ -93,7 +101,8 @@ def _request(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any
 @app.command()
 def run(
     data_dir: Annotated[
-        Path | None, typer.Option(help="where the store and Redis keep data [env INSPECTOR_DATA_DIR]")
+        Path | None,
+        typer.Option(help="where the store and Redis keep data [env INSPECTOR_DATA_DIR]"),
     ] = None,
     host: Annotated[str | None, typer.Option(help="API address [env INSPECTOR_API_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="API port [env INSPECTOR_API_PORT]")] = None,
@@ -116,7 +125,9 @@ def run(
 
 @app.command()
 def api(
-    host: Annotated[str | None, typer.Option(help="address to bind [env INSPECTOR_API_HOST]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind [env INSPECTOR_API_HOST]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="port [env INSPECTOR_API_PORT]")] = None,
     workers: Annotated[int, typer.Option(help="HTTP worker processes")] = 1,
 ) -> None:
@@ -154,7 +165,17 @@ def worker(
     if queue not in WORKER_QUEUES:
         _fail(f"unknown queue {queue!r}; queues: {', '.join(WORKER_QUEUES)}")
     _settings()  # refuse bad settings before handing over to Celery
-    args = ["worker", "-Q", queue, "-n", f"{queue}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    args = [
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if queue in SOLO_QUEUES:
         args += ["--pool", "solo"]
     else:
@@ -182,7 +203,8 @@ def simulate(
     count: Annotated[int, typer.Option(min=1, help="parts to send")] = 500,
     labels: Annotated[bool, typer.Option(help="send each part's ground-truth label")] = True,
     mix: Annotated[
-        str | None, typer.Option(help="class mix, e.g. ok=0.8,scratch=0.05,pit=0.05,crack=0.05,stain=0.05")
+        str | None,
+        typer.Option(help="class mix, e.g. ok=0.8,scratch=0.05,pit=0.05,crack=0.05,stain=0.05"),
     ] = None,
     size: Annotated[int, typer.Option(min=16, help="image side in pixels")] = 256,
     image_format: Annotated[str, typer.Option("--format", help="jpeg, png, bmp or tiff")] = "jpeg",
@@ -211,7 +233,8 @@ def simulate(
             eta = (count - done) / report.rate if report.rate > 0 else 0.0
             typer.echo(
                 f"\r{done}/{count} sent  {report.rate:5.1f}/s  accepted {report.accepted}  "
-                f"rejected {sum(report.rejected.values())}  failed {report.failed}  ETA {eta:4.0f}s",
+                f"rejected {sum(report.rejected.values())}  failed {report.failed}  "
+                f"ETA {eta:4.0f}s",
                 nl=False,
                 err=True,
             )
@@ -258,7 +281,11 @@ def classes_add(
 ) -> None:
     """Add a defect class to the vocabulary (operators)."""
     cls = _request(
-        "POST", url, _token(token, "operator"), "/v1/classes", json={"name": name, "description": description}
+        "POST",
+        url,
+        _token(token, "operator"),
+        "/v1/classes",
+        json={"name": name, "description": description},
     )
     typer.echo(f"class {cls['name']!r} is in the vocabulary (added by {cls['added_by']})")
 
@@ -291,7 +318,11 @@ def images_show(
     """Show an image's record, ingest state and labels."""
     import json
 
-    typer.echo(json.dumps(_request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"), indent=2))
+    typer.echo(
+        json.dumps(
+            _request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"), indent=2
+        )
+    )
 
 
 def main() -> None:

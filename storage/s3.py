@@ -53,9 +53,7 @@ def http_client(connect_timeout: float) -> urllib3.PoolManager:
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=connect_timeout, read=connect_timeout * 6),
         maxsize=32,
-        retries=urllib3.Retry(
-            total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]
-        ),
+        retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]),
     )
 
 
@@ -124,7 +122,10 @@ class S3Store(ObjectStore):
     def _put_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
         # S3 conditional writes (If-None-Match: *) are atomic on MinIO and AWS. The public
         # put_object() cannot send the header, so this calls the SDK's single-part PUT.
-        headers = {"Content-Type": content_type, "If-None-Match": "*"}
+        headers: dict[str, str | list[str] | tuple[str]] = {
+            "Content-Type": content_type,
+            "If-None-Match": "*",
+        }
         try:
             self._client._put_object(self.bucket, self._name(key), data, headers=headers)
         except Exception as exc:
@@ -136,7 +137,9 @@ class S3Store(ObjectStore):
 
     def _put_file(self, key: str, path: Path, content_type: str) -> None:
         try:
-            self._client.fput_object(self.bucket, self._name(key), str(path), content_type=content_type)
+            self._client.fput_object(
+                self.bucket, self._name(key), str(path), content_type=content_type
+            )
         except FileNotFoundError as exc:
             raise StoreError(f"local file {path} does not exist") from exc
         except Exception as exc:

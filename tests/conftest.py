@@ -1,8 +1,7 @@
 """Shared fixtures: real servers for the session, fresh stores per test.
 
-Servers come from ``tests/servers.py`` (pytest puts ``tests/`` on ``sys.path`` for this
-rootless conftest); set ``INSPECTOR_TEST_REDIS_URL`` / ``INSPECTOR_TEST_S3_URL`` to use
-servers you run yourself instead (see that module's docstring).
+Servers come from :mod:`tests.servers`; set ``INSPECTOR_TEST_REDIS_URL`` /
+``INSPECTOR_TEST_S3_URL`` to use servers you run yourself instead (see its docstring).
 """
 
 from __future__ import annotations
@@ -11,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import (
+
+from storage.local import LocalStore
+from storage.s3 import S3Store
+from tests.servers import (
     ExternalRedis,
     ExternalS3,
     RedisServer,
@@ -20,9 +22,6 @@ from servers import (
     s3_for_tests,
     unique_bucket_name,
 )
-
-from storage.local import LocalStore
-from storage.s3 import S3Store
 
 
 @pytest.fixture(scope="session")

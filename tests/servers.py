@@ -343,8 +343,6 @@ class S3Endpoint:
     endpoint: str
     access_key: str
     secret_key: str
-    #: Whether ``If-None-Match: *`` PUTs are atomic (moto checks, then writes, unlocked).
-    atomic_conditional_writes: bool
 
     def new_bucket(self) -> str:
         """Create a uniquely named bucket and return its name."""
@@ -358,7 +356,6 @@ class S3Server(ManagedServer, S3Endpoint):
     host = LOOPBACK
     access_key = "testing"
     secret_key = "testing"
-    atomic_conditional_writes = False
 
     @property
     def endpoint(self) -> str:  # type: ignore[override]
@@ -384,7 +381,6 @@ class ExternalS3(S3Endpoint):
     """A real MinIO or S3 named by ``INSPECTOR_TEST_S3_URL``; it cannot be stopped."""
 
     managed = False
-    atomic_conditional_writes = True
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)

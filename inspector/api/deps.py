@@ -15,17 +15,17 @@ from storage import ObjectStore
 
 def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_store(request: Request) -> ObjectStore:
     """The object store the app was built with."""
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 def get_enqueuer(request: Request) -> Enqueuer:
     """The task queue the app was built with."""
-    return request.app.state.enqueuer  # type: ignore[no-any-return]
+    return request.app.state.enqueuer
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -44,7 +44,9 @@ def get_principal(
 def require(*roles: Role) -> Callable[..., Principal]:
     """A dependency admitting only callers with one of ``roles``."""
 
-    def dependency(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(get_principal)]
+    ) -> Principal:
         authorize(principal, roles, f"{request.method} {request.url.path}")
         return principal
 

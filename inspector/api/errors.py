@@ -73,7 +73,9 @@ def install(app: FastAPI) -> None:
             status = IMAGE_REJECTION_STATUS.get(exc.code, 422)
         else:
             status = next((s for t, s in DOMAIN_STATUS.items() if isinstance(exc, t)), 400)
-        log.info("%s %s → %s %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+        log.info(
+            "%s %s → %s %s: %s", request.method, request.url.path, status, exc.code, exc.message
+        )
         return error_response(status, exc.code, exc.message)
 
     @app.exception_handler(ApiError)
@@ -83,8 +85,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        log.warning("denied: %s %s from %s: %s", request.method, request.url.path,
-                    request.client.host if request.client else "?", exc)
+        log.warning(
+            "denied: %s %s from %s: %s",
+            request.method,
+            request.url.path,
+            request.client.host if request.client else "?",
+            exc,
+        )
         return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(Forbidden)
@@ -105,13 +112,18 @@ def install(app: FastAPI) -> None:
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         log.error("object store error on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
-            503, "store_error", "the object store refused the request; an admin should check its logs"
+            503,
+            "store_error",
+            "the object store refused the request; an admin should check its logs",
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"field": ".".join(str(p) for p in err.get("loc", ())[1:]), "problem": err.get("msg", "")}
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())[1:]),
+                "problem": err.get("msg", ""),
+            }
             for err in exc.errors()
         ]
         message = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details)

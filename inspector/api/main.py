@@ -6,12 +6,15 @@ import logging
 
 from fastapi import FastAPI
 
+from inspector import records
 from inspector.api import errors
 from inspector.api.middleware import BodySizeLimit
 from inspector.api.queue import CeleryEnqueuer, Enqueuer
 from inspector.api.routes import classes, health, images
 from inspector.config import Settings, get_settings, open_configured_store
-from storage import ObjectStore
+from storage import ObjectStore, StoreError
+
+log = logging.getLogger("inspector.api")
 
 # Multipart framing and metadata fields ride on top of the image itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -33,11 +36,16 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
     app.state.settings = settings
     app.state.store = store or open_configured_store(settings)
-    app.state.enqueuer = enqueuer or CeleryEnqueuer(timeout=settings.enqueue_timeout_seconds)
+    app.state.enqueuer = enqueuer or CeleryEnqueuer(settings)
     errors.install(app)
     for module in (health, images, classes):
         app.include_router(module.router)
-    logging.getLogger("inspector").info(
-        "API ready: store %s, broker %s", app.state.store.url, settings.resolved_redis_url
-    )
+    try:
+        # Seed the vocabulary now, so that no request (not even a rejected one) writes it.
+        records.class_names(app.state.store)
+    except StoreError as exc:
+        log.warning(
+            "object store not reachable at startup (%s); uploads answer 503 until it is", exc
+        )
+    log.info("API ready: store %s, broker %s", app.state.store.url, settings.resolved_redis_url)
     return app

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Protocol
 
+from inspector.config import Settings
+
 log = logging.getLogger("inspector.api.queue")
 
 
@@ -30,12 +32,12 @@ class Enqueuer(Protocol):
 class CeleryEnqueuer:
     """Sends tasks by name, so the API never imports the task modules (or TensorFlow)."""
 
-    def __init__(self, timeout: float = 2.0, backoff_seconds: float = 5.0) -> None:
-        from workers.celery_app import TASK_INGEST, get_celery
+    def __init__(self, settings: Settings, backoff_seconds: float = 5.0) -> None:
+        from workers.celery_app import TASK_INGEST, make_celery
 
-        self._app = get_celery()
+        self._app = make_celery(settings)
         self._task_ingest = TASK_INGEST
-        self._timeout = timeout
+        self._timeout = settings.enqueue_timeout_seconds
         self._backoff = backoff_seconds
         self._down_until = 0.0
         self._lock = threading.Lock()

@@ -29,14 +29,17 @@ router = APIRouter(prefix="/v1/images", tags=["images"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 415, 422, 503)
 }
-MetaField = Annotated[str | None, Form(max_length=4096)]
+MetaField = Annotated[str | None, Form()]
 
 
 @router.post(
     "",
     response_model=UploadAccepted,
     status_code=201,
-    responses={200: {"model": UploadAccepted, "description": "the same bytes were accepted before"}, **_ERRORS},
+    responses={
+        200: {"model": UploadAccepted, "description": "the same bytes were accepted before"},
+        **_ERRORS,
+    },
     summary="Upload one part's image (cameras)",
 )
 def upload_image(
@@ -50,7 +53,7 @@ def upload_image(
     station: MetaField = None,
     camera_id: MetaField = None,
     part_id: MetaField = None,
-    captured_at: Annotated[str | None, Form(description="ISO 8601 with timezone", max_length=4096)] = None,
+    captured_at: Annotated[str | None, Form(description="ISO 8601 with timezone")] = None,
     label: Annotated[str | None, Form(description="ground truth, if known")] = None,
 ) -> UploadAccepted:
     """Store the image durably, then queue it for ingest.
@@ -68,7 +71,9 @@ def upload_image(
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise ApiError(
-            413, "payload_too_large", f"the image is larger than {settings.max_upload_bytes:,} bytes"
+            413,
+            "payload_too_large",
+            f"the image is larger than {settings.max_upload_bytes:,} bytes",
         )
     result = accept_upload(
         store,
@@ -103,7 +108,7 @@ def upload_image(
     return UploadAccepted(
         image_id=record.image_id,
         duplicate=result.duplicate,
-        ingest=ingest,  # type: ignore[arg-type]
+        ingest=ingest,
         received_at=record.received_at,
         label=record.label_at_upload,
         url=url,
@@ -117,7 +122,9 @@ def _history(store: StoreDep, image_id: str) -> list[LabelEventOut]:
     ]
 
 
-@router.get("/{image_id}", response_model=ImageOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+@router.get(
+    "/{image_id}", response_model=ImageOut, responses=_ERRORS | {404: {"model": ErrorResponse}}
+)
 def get_image(image_id: str, store: StoreDep, _: Operator) -> ImageOut:
     """The upload record, ingest state (pending, done with statistics, or failed) and labels."""
     record = records.read_record(store, image_id)
@@ -139,20 +146,28 @@ def get_image(image_id: str, store: StoreDep, _: Operator) -> ImageOut:
     )
 
 
-@router.get("/{image_id}/label", response_model=LabelOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+@router.get(
+    "/{image_id}/label",
+    response_model=LabelOut,
+    responses=_ERRORS | {404: {"model": ErrorResponse}},
+)
 def get_label(image_id: str, store: StoreDep, _: Operator) -> LabelOut:
     """The current label (the newest event) and the whole history."""
     records.read_record(store, image_id)
     history = _history(store, image_id)
-    return LabelOut(image_id=image_id, label=history[-1].label if history else None, history=history)
+    return LabelOut(
+        image_id=image_id, label=history[-1].label if history else None, history=history
+    )
 
 
-@router.put("/{image_id}/label", response_model=LabelOut, responses=_ERRORS | {404: {"model": ErrorResponse}})
+@router.put(
+    "/{image_id}/label",
+    response_model=LabelOut,
+    responses=_ERRORS | {404: {"model": ErrorResponse}},
+)
 def put_label(image_id: str, body: LabelIn, store: StoreDep, principal: Operator) -> LabelOut:
     """Label an image: appends an event; earlier labels stay in the history."""
     event = records.append_label(store, image_id, body.label, principal.name, reason=body.reason)
     log.info("image %s labelled %s by %s", image_id, event.label, principal.name)
     history = _history(store, image_id)
     return LabelOut(image_id=image_id, label=history[-1].label, history=history)
-
-

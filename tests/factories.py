@@ -1,0 +1,50 @@
+"""Factories for test images and uploads, drawn by the project's own line simulator."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from inspector.simulate import LineSimulator, encode
+
+
+def part_image(label: str = "ok", *, seed: int = 0, size: int = 64, fmt: str = "jpeg") -> bytes:
+    """Encoded bytes of one simulated part."""
+    return encode(LineSimulator(size=size, seed=seed).part(label).image, fmt)
+
+
+def metadata(**overrides: Any) -> dict[str, str]:
+    """Valid upload form fields; override any of them."""
+    fields = {
+        "line": "line-1",
+        "station": "station-1",
+        "camera_id": "cam-1",
+        "part_id": "part-000001",
+        "captured_at": datetime(2026, 11, 26, 9, 0, tzinfo=UTC).isoformat(),
+    }
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def upload_files(
+    data: bytes, name: str = "part.jpg", content_type: str = "image/jpeg"
+) -> dict[str, Any]:
+    """The multipart ``files`` argument for one image."""
+    return {"file": (name, data, content_type)}
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1-bit PNG of ``width``×``height`` zeros: ~100 kB that would decode to ~1 GB."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
