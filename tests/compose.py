@@ -49,8 +49,6 @@ SAMPLE_ENV = {
     "MINIO_ROOT_PASSWORD": "a-long-random-minio-secret",
     "INSPECTOR_BUCKET": "inspector",
     "INSPECTOR_TOKENS": (
-        "cam:camera:0123456789abcdef01,"
-        "ops:operator:0123456789abcdef02,"
-        "adm:admin:0123456789abcdef03"
+        "cam:camera:0123456789abcdef01,ops:operator:0123456789abcdef02,adm:admin:0123456789abcdef03"
     ),
 }

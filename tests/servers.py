@@ -410,3 +410,72 @@ def s3_for_tests() -> S3Server | ExternalS3:
     """The S3 tests use: ``INSPECTOR_TEST_S3_URL`` if set, else a started moto S3Server."""
     url = os.environ.get(S3_URL_ENV, "").strip()
     return ExternalS3(url) if url else S3Server().start()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder that can be cut, to make a real server unreachable
+    (connections refused, open ones dropped) without stopping it and losing its state."""
+
+    def __init__(self, target_port: int, target_host: str = LOOPBACK) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._blocked = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:port`` of the proxy."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def block(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        self._blocked.set()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def unblock(self) -> None:
+        """Forward again."""
+        self._blocked.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._blocked.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._open.discard(src)
+
+    def close(self) -> None:
+        """Stop listening and drop everything."""
+        self.block()
+        self._listener.close()

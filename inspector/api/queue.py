@@ -51,6 +51,9 @@ class CeleryEnqueuer:
                 self._task_ingest,
                 args=[image_id],
                 queue="ingest",
+                # No result is awaited: subscribing for one would tie the API to the result
+                # backend's connection, which Celery cannot recover after a Redis outage.
+                ignore_result=True,
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
             )
