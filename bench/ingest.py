@@ -15,9 +15,10 @@ one run, so every number has its baseline beside it:
 Every upload is a distinct image (a pool of simulated parts, each sent with a unique JPEG
 comment segment), so nothing is a duplicate. Anything but a 201 is an error; the run
 fails when there is any, or when the store's record count differs from the accepted
-count. CPU seconds per process group (client, API, ingest worker, S3 server, everything
-else on the machine) are sampled from /proc around each window, to show where the time
-goes on a small machine where all of them share the cores.
+count. CPU seconds per process group (client, API, ingest worker, S3 server, kernel
+threads, everything else) are sampled from /proc around each window, to show where the
+time goes on a small machine where all of them share the cores, and whether something
+outside the benchmark competed for them.
 
     .venv/bin/python bench/ingest.py              # both backends, 4 and 16 clients
     .venv/bin/python bench/ingest.py --help
@@ -166,14 +167,19 @@ class CpuSample:
         return cls(_machine_busy(), _processes(), time.perf_counter())
 
 
+KTHREADD = 2  # the parent of every kernel thread (journal commits, writeback, …)
+
+
 def cpu_by_group(start: CpuSample, end: CpuSample, roots: dict[str, int]) -> dict[str, float]:
     """Cores used over the window by each group of processes (a root pid and everything it
-    forked), and by everything else on the machine ("other")."""
+    forked), by kernel threads, and by everything else ("other": interrupts, processes that
+    are not ours, or ours that exited during the window)."""
+    roots = {**roots, "kernel threads": KTHREADD}
     group_of = {pid: name for name, pid in roots.items()}
 
     def group(pid: int) -> str | None:
         seen = 0
-        while pid > 1 and seen < 64:
+        while pid > 0 and seen < 64:
             if pid in group_of:
                 return group_of[pid]
             pid = end.procs.get(pid, start.procs.get(pid, (0, 0.0)))[0]
@@ -254,17 +260,19 @@ class LoadResult:
         return sum(self.errors.values())
 
     def summary(self) -> dict[str, Any]:
-        lat = self.latencies_ms or [float("nan")]
+        def ms(q: float) -> float | None:
+            return round(float(np.percentile(self.latencies_ms, q)), 2) if self.ok else None
+
         return {
             "ok": self.ok,
             "errors": self.error_count,
             "error_codes": self.errors,
             "elapsed_s": round(self.elapsed, 3),
             "per_s": round(self.ok / self.elapsed, 2) if self.elapsed else 0.0,
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p90_ms": round(float(np.percentile(lat, 90)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "max_ms": round(float(np.max(lat)), 2),
+            "p50_ms": ms(50),
+            "p90_ms": ms(90),
+            "p99_ms": ms(99),
+            "max_ms": ms(100),
         }
 
 
@@ -516,6 +524,12 @@ class Service:
         )
 
     @property
+    def pid(self) -> int:
+        """The supervisor's pid (every other process of the service descends from it)."""
+        assert self.process.proc is not None, "not started"
+        return self.process.proc.pid
+
+    @property
     def children(self) -> dict[str, int]:
         """The supervisor's children by name, as it logged them."""
         found = re.findall(r"started (\S+) \(pid (\d+)\)", self.process.output)
@@ -553,7 +567,7 @@ def _alive(pid: int) -> bool:
 
 
 @dataclass
-class Settings:
+class Options:
     """What the command line asked for."""
 
     backends: list[str]
@@ -569,7 +583,7 @@ class Settings:
 def measure(
     op: Operation,
     threads: int,
-    cfg: Settings,
+    cfg: Options,
     seqs: Iterator[int],
     roots: dict[str, int],
 ) -> tuple[LoadResult, LoadResult, dict[str, float]]:
@@ -582,17 +596,43 @@ def measure(
 
 
 def _row(
-    backend: str, path: str, threads: int, res: LoadResult, cpu: dict[str, float], **extra: Any
+    backend: str,
+    path: str,
+    threads: int,
+    res: LoadResult,
+    cpu: dict[str, float],
+    per_op: dict[str, int] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """One result row; CPU per operation divides by ``res.ok`` unless ``per_op`` gives a
+    group its own count (the ingest worker's is the images it ingested in the window)."""
+    ops = {name: (per_op or {}).get(name, res.ok) for name in cpu}
     return {
         "backend": backend,
         "path": path,
         "clients": threads,
         **res.summary(),
         "cpu_cores": cpu,
+        "cpu_ms_per_op": {
+            name: round(cores * res.elapsed / ops[name] * 1000, 2) if ops[name] else None
+            for name, cores in cpu.items()
+        },
         "loadavg": os.getloadavg(),
         **extra,
     }
+
+
+OTHER_CPU_NOTE = 0.2  # cores; above this, something outside the benchmark competed
+
+
+def interference(rows: list[dict[str, Any]]) -> list[str]:
+    """Windows in which processes outside the benchmark used noticeable CPU."""
+    return [
+        f"{r['backend']} {r['path']} x{r['clients']}: other processes used "
+        f"{r['cpu_cores']['other']:.2f} cores (load average {r['loadavg'][0]:.1f})"
+        for r in rows
+        if r["cpu_cores"].get("other", 0.0) > OTHER_CPU_NOTE
+    ]
 
 
 def _say(text: str) -> None:
@@ -600,7 +640,7 @@ def _say(text: str) -> None:
 
 
 def bench_in_process(
-    backend: Backend, pool: list[bytes], cfg: Settings, tag: str
+    backend: Backend, pool: list[bytes], cfg: Options, tag: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Raw store puts and accept_upload() in-process, at each concurrency; their rows and
     any correctness problems."""
@@ -636,14 +676,14 @@ def bench_in_process(
             row = _row(backend.name, path, threads, timed, cpu, stored=stored, expected=expected)
             rows.append(row)
             _say(
-                f"  {path:<28} x{threads:<3} {row['per_s']:8.1f}/s  p50 {row['p50_ms']:7.1f} ms"
-                f"  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  cpu {cpu}"
+                f"  {path:<28} x{threads:<3} {row['per_s']:8.1f}/s  p50 {_ms(row['p50_ms']):>7} ms"
+                f"  p99 {_ms(row['p99_ms']):>7} ms  errors {row['errors']}  cpu {cpu}"
             )
     return rows, problems
 
 
 def bench_service(
-    backend: Backend, pool: list[bytes], cfg: Settings, tag: str, workdir: Path
+    backend: Backend, pool: list[bytes], cfg: Options, tag: str, workdir: Path
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """POST /v1/images against `inspector run` on this backend, at each concurrency."""
     rows, problems = [], []
@@ -662,7 +702,7 @@ def bench_service(
             "api": children["api"],
             "ingest worker": children["worker-ingest"],
             **backend.roots,
-            "rest of service": service.process.proc.pid if service.process.proc else 0,
+            "rest of service": service.pid,
         }
         for threads in cfg.concurrency:
             ingested_before = count(store, "index/ingested/")
@@ -685,6 +725,7 @@ def bench_service(
                 threads,
                 timed,
                 cpu,
+                per_op={"ingest worker": ingested_at_end - ingested_before},
                 ingested_per_s_during_window=round(
                     (ingested_at_end - ingested_before) / timed.elapsed, 2
                 ),
@@ -695,7 +736,7 @@ def bench_service(
             rows.append(row)
             _say(
                 f"  {'POST /v1/images (service)':<28} x{threads:<3} {row['per_s']:8.1f}/s  "
-                f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors "
+                f"p50 {_ms(row['p50_ms']):>7} ms  p99 {_ms(row['p99_ms']):>7} ms  errors "
                 f"{row['errors']}  cpu {cpu}\n"
                 f"  {'':<33}ingest during window {row['ingested_per_s_during_window']}/s, "
                 f"backlog {row['backlog_at_window_end']} drained in {row['drain_s']} s"
@@ -710,14 +751,15 @@ def bench_service(
         for row in rows:
             row["store_records_at_end"] = records
             row["accepted_total"] = accepted
-    except BaseException:
+    except Exception:
         tail = "\n".join(service.process.output.splitlines()[-40:])
         print(f"  inspector run log tail:\n{tail}", file=sys.stderr)
         raise
     finally:
-        op.close()
-        service.stop()
-        store.close()
+        with uninterrupted():
+            op.close()
+            service.stop()
+            store.close()
     return rows, problems
 
 
@@ -735,6 +777,10 @@ def wait_drained(store: ObjectStore, accepted: int, timeout: float) -> float | N
 # --- reporting -------------------------------------------------------------------------
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, each path's rate shown against the raw store's."""
     raw = {(r["backend"], r["clients"]): r["per_s"] for r in rows if r["path"].startswith("raw")}
@@ -749,8 +795,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items() if v >= 0.01)
         lines.append(
             f"| {r['backend']} | {r['path']} | {r['clients']} | {r['per_s']:.1f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {ratio} | {cpu} |"
+            f"{_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['errors']} | {ratio} | {cpu} |"
         )
+    return "\n".join(lines)
+
+
+def cpu_table(rows: list[dict[str, Any]]) -> str:
+    """CPU milliseconds per successful operation, by process group (0.0 left out); the
+    ingest worker's per image it ingested during the window."""
+    lines = ["| backend | path | clients | CPU ms per op (where) |", "|---|---|---:|---|"]
+    for r in rows:
+        where = ", ".join(
+            f"{k} {v:.1f}" for k, v in r["cpu_ms_per_op"].items() if v is not None and v >= 0.05
+        )
+        lines.append(f"| {r['backend']} | {r['path']} | {r['clients']} | {where} |")
     return "\n".join(lines)
 
 
@@ -771,7 +829,7 @@ def ingest_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
+def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench/ingest.py",
         description="Upload benchmark: accepted 1-MP JPEG uploads/s through POST /v1/images "
@@ -804,7 +862,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         parser.error("--concurrency is like 4,16 and --size like 1152x864")
     if min(concurrency) < 1 or args.duration <= 0 or args.pool < 1:
         parser.error("--concurrency, --duration and --pool must be positive")
-    return Settings(
+    return Options(
         backends,
         concurrency,
         args.duration,
@@ -818,6 +876,23 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Let clean-up finish: a second Ctrl-C (or SIGTERM) waits until it has."""
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]} during clean-up")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -860,9 +935,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows += in_rows + svc_rows
                 problems += in_problems + svc_problems
             finally:
-                backend.close()
+                with uninterrupted():
+                    backend.close()
 
     info["loadavg_at_end"] = os.getloadavg()
+    noisy = interference(rows)
     result = {
         "benchmark": "bench/ingest.py",
         "command": " ".join([".venv/bin/python", "bench/ingest.py", *(argv or sys.argv[1:])]),
@@ -879,6 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         "stores": stores,
         "reference_single_thread": reference,
         "rows": rows,
+        "interference": noisy,
         "problems": problems,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -886,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
 
     _say("\n" + table(rows))
+    _say("\n" + cpu_table(rows))
     _say("\n" + ingest_table(rows))
     _say(
         f"\nmachine: {info['cpu']}; {info['cores']} cores; {info['ram_gib']} GiB; "
@@ -893,6 +972,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['loadavg_at_end']}"
     )
     _say("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
+    if noisy:
+        _say(
+            "\nnote: these windows shared the machine; rerun when it is quiet:\n  "
+            + "\n  ".join(noisy)
+        )
     _say(f"results: {out.relative_to(ROOT)}")
     if problems:
         _say("\nFAILED:\n  " + "\n  ".join(problems))
@@ -901,4 +985,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; every process the benchmark started has been stopped", file=sys.stderr
+        )
+        sys.exit(130)
