@@ -1,0 +1,168 @@
+"""Helpers shared by the training benchmarks: the machine, the NEU data set and its
+product split, waiting for a quiet machine, and writing results.
+
+Imports no TensorFlow, so importing it costs nothing and ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+NEU_DEFAULT = (ROOT / ".." / "shared" / "datasets" / "neu").resolve()
+# Other benchmarks that must not share the cores with a timed run.
+BENCHMARKS = ("bench/ingest.py", "bench/train_neu.py", "bench/pipeline.py")
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless")
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, memory, OS, Python, TF/Keras versions and the load average now."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    simd = sorted({f for f in (flags.group(1).split() if flags else []) if f.startswith(("avx", "fma"))})
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor() or "unknown",
+        "simd": simd,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "ram_gib": round(int(mem.group(1)) / 2**20, 1) if mem else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line for the report."""
+    pkgs = info["packages"]
+    tf_version = pkgs.get("tensorflow-cpu") or pkgs.get("tensorflow")
+    return (
+        f"{info['cpu']}, {info['cores_usable']}/{info['cores']} cores, {info['ram_gib']} GiB, "
+        f"Python {info['python']}, TF {tf_version}, Keras {pkgs.get('keras')}, "
+        f"load average {' '.join(f'{x:.2f}' for x in info['loadavg'])}"
+    )
+
+
+def _other_benchmarks() -> list[str]:
+    """Command lines of the other benchmarks running now (not this process or its parents)."""
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        # A Python interpreter running a benchmark script, not a shell mentioning one.
+        if len(args) >= 2 and "python" in Path(args[0]).name and args[1].endswith(BENCHMARKS):
+            found.append(" ".join(args))
+    return found
+
+
+def wait_for_quiet_machine(poll: float = 30.0, log: Any = print) -> float:
+    """Block until no other benchmark runs (polling every ``poll`` s); seconds waited."""
+    started = time.monotonic()
+    while others := _other_benchmarks():
+        log(f"waiting: another benchmark is running ({others[0]}); next check in {poll:.0f} s")
+        time.sleep(poll)
+    return time.monotonic() - started
+
+
+# --- NEU --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    """One NEU file with its class index, content id and product split."""
+
+    path: Path
+    label: int
+    image_id: str
+    split: str
+
+
+def load_neu(root: Path, heldout: float = 0.2, validation: float = 0.1) -> tuple[list[str], list[Image]]:
+    """Classes (the folder names, sorted) and every image with the split the product gives
+    it: ``split_of(sha256(file bytes), SplitPolicy(heldout, validation))``."""
+    from inspector.datasets import SplitPolicy, split_of
+
+    if not root.is_dir():
+        sys.exit(f"NEU data set not found at {root}: pass --data")
+    policy = SplitPolicy(heldout=heldout, validation=validation)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    images = []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).glob("*.jpg")):
+            image_id = hashlib.sha256(path.read_bytes()).hexdigest()
+            images.append(Image(path, label, image_id, split_of(image_id, policy)))
+    return classes, images
+
+
+def split_counts(classes: list[str], images: list[Image]) -> dict[str, dict[str, int]]:
+    """split → class → number of images."""
+    counts = Counter((i.split, classes[i.label]) for i in images)
+    return {
+        split: {name: counts[(split, name)] for name in classes}
+        for split in ("train", "validation", "heldout")
+    }
+
+
+def counts_table(counts: dict[str, dict[str, int]]) -> str:
+    """Counts per class and split as a text table."""
+    splits = list(counts)
+    classes = list(next(iter(counts.values())))
+    lines = [f"{'class':<17}" + "".join(f"{s:>11}" for s in splits)]
+    lines += [f"{c:<17}" + "".join(f"{counts[s][c]:>11}" for s in splits) for c in classes]
+    lines.append(f"{'total':<17}" + "".join(f"{sum(counts[s].values()):>11}" for s in splits))
+    return "\n".join(lines)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain text table: ``columns`` are (key, header) pairs."""
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def save_results(name: str, result: dict[str, Any]) -> Path:
+    """Write ``result`` to bench/results/<name>-<UTC time>.json; the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{name}-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return out
+
+
+def utc_now() -> str:
+    """The time now, ISO 8601 UTC, to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()

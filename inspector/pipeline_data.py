@@ -1,0 +1,203 @@
+"""Snapshot → tf.data: parallel fetch into a local cache, decode and resize in the graph,
+augment, shuffle, batch, prefetch.
+
+The decode-and-resize step is :func:`preprocess_encoded`, the very function the exported
+SavedModel runs on the bytes it is sent (see :mod:`inspector.export`), so what the model
+saw in training is what it sees in serving. Training reads the raw bytes the camera
+sent, not a copy made by other code, for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from inspector.datasets import DatasetError, ManifestEntry
+from storage import NotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+AUTOTUNE = tf.data.AUTOTUNE
+
+# TensorFlow decodes JPEG, PNG, BMP and GIF in the graph, but not TIFF: TIFF uploads are
+# converted losslessly to PNG when they enter the cache (and by the inference worker).
+_GRAPH_DECODABLE = (b"\xff\xd8\xff", b"\x89PNG", b"BM")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Inspection-safe augmentation: surfaces have no up or down, defects no colour shift."""
+
+    flip: bool = True
+    rotation: float = 0.03  # fraction of a full turn (0.03 ≈ ±11°)
+    shift: float = 0.1  # fraction of the image side
+    brightness: float = 0.15  # fraction of the 0-255 range
+    contrast: float = 0.15
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation is on."""
+        return bool(self.flip or self.rotation or self.shift or self.brightness or self.contrast)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: a square image of ``size`` pixels with ``channels`` channels."""
+
+    size: int = 128
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3) or not 32 <= self.size <= 1024:
+            raise DatasetError(f"input must be 1 or 3 channels and 32-1024 px, not {self}", code="invalid_input")
+
+
+def preprocess_encoded(encoded: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    """Encoded image bytes → float32 [size, size, channels] on a 0-255 scale.
+
+    Shared by the training pipeline and the SavedModel's serving signature.
+    """
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    return preprocess_pixels(image, spec)
+
+
+def preprocess_pixels(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    """uint8 [H, W, 1 or 3] → float32 [size, size, channels] on a 0-255 scale."""
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank == 3 and image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    image = tf.image.resize(tf.cast(image, tf.float32), [spec.size, spec.size], antialias=True)
+    if spec.channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+# --- the local cache --------------------------------------------------------------------
+
+
+def _cache_path(cache_dir: Path, entry: ManifestEntry) -> Path:
+    return cache_dir / entry.image_id[:2] / entry.image_id
+
+
+def _fetch_one(store: ObjectStore, cache_dir: Path, entry: ManifestEntry) -> Path:
+    path = _cache_path(cache_dir, entry)
+    if path.exists():
+        return path
+    try:
+        data = store.get_bytes(entry.raw_key)
+    except NotFound as exc:
+        raise DatasetError(
+            f"image {entry.image_id} of the snapshot is missing from the store ({entry.raw_key})",
+            code="corrupt_dataset",
+        ) from exc
+    if hashlib.sha256(data).hexdigest() != entry.image_id:
+        raise DatasetError(
+            f"image {entry.image_id} in the store does not match its content hash: it is "
+            "corrupt; relabel or remove it and train again",
+            code="corrupt_dataset",
+        )
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise DatasetError(f"image {entry.image_id} cannot be decoded", code="corrupt_dataset")
+    if not data.startswith(_GRAPH_DECODABLE) or decoded.dtype != np.uint8:
+        from inspector.images import canonicalise, encode_png
+
+        color = "gray" if decoded.ndim == 2 else "rgb"
+        data = encode_png(canonicalise(decoded, max(decoded.shape[:2]), color))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def fetch_to_cache(
+    store: ObjectStore, entries: Sequence[ManifestEntry], cache_dir: Path, *, workers: int = 16
+) -> list[Path]:
+    """Download the images of ``entries`` in parallel into ``cache_dir`` (content-addressed:
+    a cached file is reused), verifying each one's hash; paths in the order of ``entries``."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda e: _fetch_one(store, cache_dir, e), entries))
+
+
+def verify_cache(paths: Sequence[Path]) -> None:
+    """Fail clearly, naming the file, if a cached image no longer decodes."""
+    for path in paths:
+        if cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            raise DatasetError(
+                f"cached image {path} is corrupt; delete it (it is fetched again) and retry",
+                code="corrupt_cache",
+            )
+
+
+# --- datasets ---------------------------------------------------------------------------
+
+
+def augmenter(aug: Augmentation, seed: int) -> tf.keras.Sequential | None:
+    """The augmentation layers, applied to batches of 0-255 images."""
+    import keras
+
+    layers: list[keras.layers.Layer] = []
+    if aug.flip:
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+    if aug.rotation:
+        layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
+    if aug.shift:
+        layers.append(keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2))
+    if aug.brightness:
+        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3))
+    if aug.contrast:
+        layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def make_dataset(
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    spec: InputSpec,
+    *,
+    batch_size: int,
+    training: bool,
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Files → (images, labels) batches: parallel read + decode, cache, shuffle, augment,
+    batch, prefetch. Evaluation datasets keep the order of ``paths``."""
+    if not paths:
+        raise DatasetError("no images for this dataset", code="empty_split")
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
+    ds = ds.map(
+        lambda path, label: (tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8), label),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    # Decoded, resized images are small: keep them after the first epoch (uint8: 4x smaller).
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    if training and augmentation is not None and augmentation.enabled:
+        layers = augmenter(augmentation, seed)
+        if layers is not None:
+            ds = ds.map(lambda images, y: (layers(images, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:
+    """Weights that make each present class count equally (defects are rare on a line)."""
+    counts = Counter(labels)
+    present = [c for c in range(num_classes) if counts.get(c)]
+    total = sum(counts.values())
+    return {c: (total / (len(present) * counts[c]) if counts.get(c) else 0.0) for c in range(num_classes)}

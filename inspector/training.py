@@ -1,0 +1,335 @@
+"""A training run: snapshot → tf.data → (warm-started) fine-tune → exported model version.
+
+Runs are requested (a small document in the store), executed by the train worker, and
+finish with a result document: the version they produced, or why they failed. A run
+is idempotent twice over: a re-delivered run whose result exists returns it, and a run
+whose run key (snapshot + parent + configuration) already produced a version returns
+that version instead of training again.
+
+    training/runs/<run_id>/request.json   who asked, when, for what (written by the API)
+    training/runs/<run_id>/result.json    succeeded (version) or failed (code, message)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inspector import datasets, records, registry
+from inspector.datasets import DatasetError, ManifestEntry, SplitPolicy
+from inspector.errors import InspectorError
+from inspector.pipeline_data import Augmentation, InputSpec
+from storage import NotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+RUNS_PREFIX = "training/runs/"
+Progress = Callable[[dict[str, Any]], None]
+
+
+class TrainingFailed(InspectorError):
+    """The run cannot produce a version (diverged, nothing new to learn, bad configuration)."""
+
+    code = "training_failed"
+
+
+class AugmentConfig(BaseModel):
+    """Augmentation switches (see :class:`inspector.pipeline_data.Augmentation`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flip: bool = True
+    rotation: float = Field(0.03, ge=0, le=0.5)
+    shift: float = Field(0.1, ge=0, le=0.5)
+    brightness: float = Field(0.15, ge=0, le=1)
+    contrast: float = Field(0.15, ge=0, le=1)
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes a run's result (and so its run key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: str = "compact_cnn"
+    image_size: int = Field(128, ge=32, le=1024)
+    channels: Literal[1, 3] = 3
+    batch_size: int = Field(32, ge=1, le=1024)
+    epochs: int = Field(30, ge=1, le=1000)
+    patience: int = Field(6, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    fine_tune_learning_rate: float = Field(3e-4, gt=0, le=1)
+    replay_per_class: int = Field(200, ge=0)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    augmentation: AugmentConfig = AugmentConfig()
+    class_weighting: bool = True
+    seed: int = 0
+    weights_path: str | None = Field(None, description="local Keras weights file for a fresh model")
+    tflite_quantize: bool = True
+    warmup_images: int = Field(8, ge=1, le=64)
+    divergence_factor: float = Field(20.0, gt=1)
+
+    @property
+    def spec(self) -> InputSpec:
+        """The model's input."""
+        return InputSpec(self.image_size, self.channels)
+
+    @property
+    def split_policy(self) -> SplitPolicy:
+        """The snapshot's split."""
+        return SplitPolicy(self.heldout_fraction, self.validation_fraction)
+
+
+# --- run documents ----------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus randomness."""
+    return f"{records.now_utc():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def request_run(
+    store: ObjectStore, *, by: str, config: TrainConfig, parent: str = "production", reason: str = ""
+) -> dict[str, Any]:
+    """Record a request for a run; the caller then queues it for the train worker."""
+    if parent not in ("production", "none") and not parent.isdigit():
+        raise TrainingFailed(f"parent {parent!r} must be 'production', 'none' or a version number", code="invalid_parent")
+    if parent.isdigit():
+        registry.get_version(store, int(parent))
+    run_id = new_run_id()
+    doc = {
+        "run_id": run_id,
+        "requested_by": by,
+        "requested_at": records.now_utc().isoformat(),
+        "parent": parent,
+        "reason": reason,
+        "config": config.model_dump(),
+    }
+    store.put_if_absent(f"{RUNS_PREFIX}{run_id}/request.json", records.to_json(doc), "application/json")
+    return doc
+
+
+def read_run(store: ObjectStore, run_id: str) -> dict[str, Any]:
+    """A run's request and, once it ended, its result; ``state`` says which."""
+    if not run_id or "/" in run_id or ".." in run_id:
+        raise TrainingFailed(f"no training run {run_id!r}", code="run_not_found")
+    try:
+        request = records.read_json(store, f"{RUNS_PREFIX}{run_id}/request.json")
+    except NotFound as exc:
+        raise TrainingFailed(f"no training run {run_id!r}", code="run_not_found") from exc
+    try:
+        result = records.read_json(store, f"{RUNS_PREFIX}{run_id}/result.json")
+    except NotFound:
+        result = None
+    return {**request, "state": result["state"] if result else "queued", "result": result}
+
+
+def list_runs(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every run, newest first."""
+    run_ids = sorted(
+        {info.key.split("/")[2] for info in store.list(RUNS_PREFIX) if info.key.endswith("/request.json")},
+        reverse=True,
+    )
+    return [read_run(store, run_id) for run_id in run_ids]
+
+
+def _finish(store: ObjectStore, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    doc = {**result, "finished_at": records.now_utc().isoformat()}
+    if not store.put_if_absent(f"{RUNS_PREFIX}{run_id}/result.json", records.to_json(doc), "application/json"):
+        return records.read_json(store, f"{RUNS_PREFIX}{run_id}/result.json")
+    return doc
+
+
+def has_new_labelled_data(store: ObjectStore) -> tuple[bool, str]:
+    """Whether labelled images exist that the newest version did not train on, and why."""
+    labelled = records.labelled_images(store)
+    if not labelled:
+        return False, "no ingested image has a label yet"
+    versions = registry.list_versions(store)
+    if not versions:
+        return True, f"{len(labelled)} labelled images and no model yet"
+    latest = versions[-1]
+    seen = {e.image_id: e.label for e in datasets.load_snapshot(store, latest["snapshot_id"]).entries}
+    changed = sum(1 for image_id, label in labelled.items() if seen.get(image_id) != label)
+    if not changed:
+        return False, f"no labelled data since version {latest['version']} (snapshot {latest['snapshot_id']})"
+    return True, f"{changed} new or relabelled images since version {latest['version']}"
+
+
+# --- executing a run --------------------------------------------------------------------
+
+
+def execute_run(
+    store: ObjectStore, run_id: str, *, cache_dir: Path, progress: Progress = lambda _: None
+) -> dict[str, Any]:
+    """Run a requested run to its result (idempotent: a finished run returns its result)."""
+    run = read_run(store, run_id)
+    if run["result"] is not None:
+        return dict(run["result"])
+    config = TrainConfig(**run["config"])
+    started = time.monotonic()
+    work_dir = Path(tempfile.mkdtemp(prefix=f"inspector-run-{run_id}-"))
+    try:
+        version = train_version(
+            store,
+            config,
+            parent=run["parent"],
+            by=run["requested_by"],
+            run_id=run_id,
+            cache_dir=cache_dir,
+            work_dir=work_dir,
+            progress=progress,
+        )
+    except InspectorError as exc:
+        log.error("training run %s failed: %s: %s", run_id, exc.code, exc.message)
+        return _finish(store, run_id, {"state": "failed", "code": exc.code, "message": exc.message})
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    log.info("training run %s produced version %s in %.0f s", run_id, version["version"], time.monotonic() - started)
+    return _finish(
+        store,
+        run_id,
+        {"state": "succeeded", "version": version["version"], "seconds": round(time.monotonic() - started, 1)},
+    )
+
+
+@dataclass
+class _Data:
+    classes: list[str]
+    train: list[ManifestEntry]
+    validation: list[ManifestEntry]
+    heldout: list[ManifestEntry]
+
+
+def run_key(snapshot_id: str, parent: int | None, config: TrainConfig) -> str:
+    """What makes two runs the same run."""
+    material = json.dumps({"snapshot": snapshot_id, "parent": parent, "config": config.model_dump()}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+def _resolve_parent(store: ObjectStore, parent: str) -> int | None:
+    if parent == "none":
+        return None
+    if parent == "production":
+        number = registry.alias(store, "production")
+        if number is None:
+            log.info("no production model yet: training from scratch")
+        return number
+    return int(parent)
+
+
+def _select(
+    store: ObjectStore, snapshot: datasets.Snapshot, parent_doc: dict[str, Any] | None, config: TrainConfig
+) -> _Data:
+    snapshot_classes = sorted(snapshot.classes)
+    if parent_doc is None:
+        classes = snapshot_classes
+        train = snapshot.split("train")
+    else:
+        old = list(parent_doc["classes"])
+        classes = old + [c for c in snapshot_classes if c not in old]
+        seen = {e.image_id for e in datasets.load_snapshot(store, parent_doc["snapshot_id"]).split("train")}
+        all_train = snapshot.split("train")
+        new = [e for e in all_train if e.image_id not in seen]
+        if not new:
+            raise DatasetError(
+                f"no new training images since version {parent_doc['version']}; "
+                "label more data, or train with parent 'none' to start over",
+                code="nothing_new",
+            )
+        replay = datasets.replay_sample(
+            [e for e in all_train if e.image_id in seen], config.replay_per_class, config.seed
+        )
+        train = new + replay
+        log.info("fine-tuning on %d new images and a replay sample of %d older ones", len(new), len(replay))
+    if len(classes) < 2:
+        raise DatasetError(
+            f"the labelled data has only the class {classes[0]!r}; a classifier needs at least two",
+            code="single_class",
+        )
+    if not train:
+        raise DatasetError("the snapshot has no training images", code="empty_split")
+    return _Data(classes, train, snapshot.split("validation"), snapshot.split("heldout"))
+
+
+def train_version(
+    store: ObjectStore,
+    config: TrainConfig,
+    *,
+    parent: str,
+    by: str,
+    run_id: str,
+    cache_dir: Path,
+    work_dir: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Train, export and publish one model version; returns its document."""
+    from inspector import trainer  # TensorFlow: only here, in the train worker
+
+    progress({"phase": "snapshot"})
+    snapshot = datasets.take_snapshot(store, by=f"run:{run_id}", policy=config.split_policy)
+    parent_number = _resolve_parent(store, parent)
+    parent_doc = registry.get_version(store, parent_number) if parent_number is not None else None
+    key = run_key(snapshot.snapshot_id, parent_number, config)
+    existing = registry.version_for_run_key(store, key)
+    if existing is not None:
+        log.info("run key %s already produced version %d: returning it", key, existing)
+        return registry.get_version(store, existing)
+    data = _select(store, snapshot, parent_doc, config)
+    outcome = trainer.fit_and_export(
+        store,
+        config,
+        classes=data.classes,
+        train=data.train,
+        validation=data.validation,
+        heldout=data.heldout,
+        parent=parent_number,
+        cache_dir=cache_dir,
+        work_dir=work_dir,
+        progress=progress,
+    )
+    progress({"phase": "publishing"})
+    number = registry.claim_version_number(store)
+    doc = {
+        "run_id": run_id,
+        "run_key": key,
+        "created_by": by,
+        "snapshot_id": snapshot.snapshot_id,
+        "parent_version": parent_number,
+        "classes": data.classes,
+        "architecture": config.architecture,
+        "input": {"size": config.image_size, "channels": config.channels},
+        "config": config.model_dump(),
+        "data": {
+            "train": len(data.train),
+            "validation": len(data.validation),
+            "heldout": len(data.heldout),
+            "snapshot_counts": snapshot.counts,
+        },
+        **outcome.summary,
+    }
+    return registry.publish_version(store, number, outcome.files, doc)
+
+
+def eta_seconds(elapsed: float, done: int, total: int) -> float | None:
+    """Remaining seconds at the current pace, or None before there is a pace."""
+    if done <= 0 or total <= 0:
+        return None
+    return max(0.0, elapsed / done * (total - done))
+
+
+def finite(value: float) -> bool:
+    """Whether a loss is a real number."""
+    return not (math.isnan(value) or math.isinf(value))
