@@ -41,7 +41,9 @@ def machine() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    simd = sorted({f for f in (flags.group(1).split() if flags else []) if f.startswith(("avx", "fma"))})
+    simd = sorted(
+        {f for f in (flags.group(1).split() if flags else []) if f.startswith(("avx", "fma"))}
+    )
     return {
         "cpu": model.group(1).strip() if model else platform.processor() or "unknown",
         "simd": simd,
@@ -106,7 +108,9 @@ class Image:
     split: str
 
 
-def load_neu(root: Path, heldout: float = 0.2, validation: float = 0.1) -> tuple[list[str], list[Image]]:
+def load_neu(
+    root: Path, heldout: float = 0.2, validation: float = 0.1
+) -> tuple[list[str], list[Image]]:
     """Classes (the folder names, sorted) and every image with the split the product gives
     it: ``split_of(sha256(file bytes), SplitPolicy(heldout, validation))``."""
     from inspector.datasets import SplitPolicy, split_of
@@ -147,9 +151,17 @@ def counts_table(counts: dict[str, dict[str, int]]) -> str:
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain text table: ``columns`` are (key, header) pairs."""
-    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    cells = [[h for _, h in columns]] + [
+        ["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in cells]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -84,6 +84,8 @@ PACKAGES = (
     "numpy",
 )
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+OTHER_CPU_NOTE = 0.2  # cores; above this, something outside the benchmark competed
+QUIET_CORES = 0.3  # cores in use below which the machine counts as quiet before a run
 
 
 class Failed(Exception):
@@ -152,6 +154,25 @@ def _machine_busy() -> float:
     """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(values[:8]) - values[3] - values[4]) / _CLOCK_TICKS
+
+
+def wait_until_quiet(limit: float, timeout: float) -> float:
+    """Wait (up to ``timeout`` s) until the machine uses under ``limit`` cores over a few
+    seconds, so another session's tests or training do not share a timed window; seconds
+    waited."""
+    start = time.monotonic()
+    while True:
+        before = _machine_busy()
+        time.sleep(3)
+        used = (_machine_busy() - before) / 3
+        waited = time.monotonic() - start
+        if used < limit:
+            return waited
+        if waited >= timeout:
+            _say(f"the machine is still busy ({used:.1f} cores in use); measuring anyway")
+            return waited
+        _say(f"waiting for a quiet machine: {used:.1f} cores in use ({waited:.0f} s so far)")
+        time.sleep(10)
 
 
 @dataclass
@@ -594,6 +615,7 @@ class Options:
     size: tuple[int, int]
     drain_timeout: float
     seed: int
+    quiet_timeout: float
 
 
 def measure(
@@ -636,9 +658,6 @@ def _row(
         "loadavg": os.getloadavg(),
         **extra,
     }
-
-
-OTHER_CPU_NOTE = 0.2  # cores; above this, something outside the benchmark competed
 
 
 def interference(rows: list[dict[str, Any]]) -> list[str]:
@@ -868,6 +887,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="max seconds to wait for ingest to catch up after each service window",
     )
     parser.add_argument("--seed", type=int, default=0, help="simulator seed")
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=600.0,
+        help="max seconds to wait first for other processes to stop using the CPU (0: none)",
+    )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - {"local", "s3"}:
@@ -888,6 +913,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         (width, height),
         args.drain_timeout,
         args.seed,
+        args.quiet_timeout,
     )
 
 
@@ -915,8 +941,10 @@ def uninterrupted() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` as on Ctrl-C
+    waited = wait_until_quiet(QUIET_CORES, cfg.quiet_timeout) if cfg.quiet_timeout > 0 else 0.0
     started = datetime.now(UTC)
     info = machine()
+    info["waited_for_quiet_s"] = round(waited, 1)
     tag = secrets.token_hex(4)
     _say(
         f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, "

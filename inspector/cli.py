@@ -28,8 +28,10 @@ classes_app = typer.Typer(
     help="The class vocabulary (labels a part may get).", no_args_is_help=True
 )
 images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
+runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
 app.add_typer(classes_app, name="classes")
 app.add_typer(images_app, name="images")
+app.add_typer(runs_app, name="runs")
 
 WORKER_QUEUES = ("ingest", "inference", "train", "registry")
 # TensorFlow is not fork-safe: the queues that will run models use one process, no fork.
@@ -323,6 +325,193 @@ def images_show(
             _request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"), indent=2
         )
     )
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_line(run: dict[str, Any], width: int = 24) -> str:
+    """One line describing a run's state and progress, for a terminal."""
+    state = run.get("state", "?")
+    progress = run.get("progress") or {}
+    phase = progress.get("phase")
+    if state != "running" or not phase:
+        return f"{run['run_id']}  {state}"
+    if phase != "training" or "batch" not in progress:
+        detail = f" ({progress['images']} images)" if "images" in progress else ""
+        return f"{run['run_id']}  {phase}{detail}…"
+    done = (progress["epoch"] - 1) * progress["batches"] + progress["batch"]
+    total = progress["epochs"] * progress["batches"]
+    filled = int(width * done / max(total, 1))
+    return (
+        f"[{'#' * filled}{'-' * (width - filled)}] epoch {progress['epoch']}/{progress['epochs']}  "
+        f"batch {progress['batch']}/{progress['batches']}  loss {progress['loss']:.4f}  "
+        f"ETA {_duration(progress.get('eta_seconds'))}"
+    )
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    import json
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--set {pair!r}: use key=value, e.g. --set learning_rate=0.0005")
+        try:
+            overrides[key] = json.loads(raw)
+        except ValueError:
+            overrides[key] = raw
+    return overrides
+
+
+def _result_lines(run: dict[str, Any]) -> list[str]:
+    result = run.get("result") or {}
+    if run["state"] == "failed":
+        return [f"run {run['run_id']} failed: {result.get('code')}: {result.get('message')}"]
+    version = run.get("version") or {}
+    heldout = version.get("heldout") or {}
+    lines = [
+        f"run {run['run_id']} produced model version {result.get('version')} "
+        f"in {_duration(result.get('seconds'))}"
+    ]
+    if heldout:
+        lines.append(
+            f"held-out accuracy {heldout.get('accuracy')} on {heldout.get('count')} images "
+            f"(TFLite {heldout.get('tflite_accuracy')})"
+        )
+    if version:
+        lines.append(
+            f"classes: {', '.join(version.get('classes', []))}; "
+            f"parent: {version.get('parent_version')}"
+        )
+    return lines
+
+
+@app.command()
+def train(
+    parent: Annotated[
+        str, typer.Option(help="warm start from: production, none, or a version number")
+    ] = "production",
+    epochs: Annotated[int | None, typer.Option(min=1, help="at most this many epochs")] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="compact_cnn or mobilenet_v3_small")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="model input side in pixels")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 (gray) or 3 (colour)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="any other setting, key=value (e.g. learning_rate=0.0005)"),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="why, for the record")] = "",
+    wait: Annotated[
+        bool, typer.Option(help="follow the run with a progress bar until it ends")
+    ] = True,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Start a training run now (the train worker runs it) and follow its progress."""
+    import time
+
+    overrides = _parse_overrides(set_ or [])
+    for key, value in (
+        ("epochs", epochs),
+        ("architecture", architecture),
+        ("image_size", image_size),
+        ("channels", channels),
+    ):
+        if value is not None:
+            overrides[key] = value
+    secret = _token(token, "operator")
+    run = _request(
+        "POST",
+        url,
+        secret,
+        "/v1/training-runs",
+        json={"parent": parent, "reason": reason, "config": overrides},
+    )
+    typer.echo(f"training run {run['run_id']} queued")
+    if not wait:
+        return
+    while True:
+        run = _request("GET", url, secret, f"/v1/training-runs/{run['run_id']}")
+        if run["state"] in ("succeeded", "failed"):
+            break
+        typer.echo("\r" + progress_line(run).ljust(100), nl=False, err=True)
+        time.sleep(1)
+    typer.echo("", err=True)
+    for line in _result_lines(run):
+        typer.echo(line)
+    if run["state"] == "failed":
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def runs_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Training runs, newest first."""
+    for run in _request("GET", url, _token(token, "operator"), "/v1/training-runs"):
+        result = run.get("result") or {}
+        outcome = (
+            f"version {result['version']}" if result.get("version") else result.get("code", "")
+        )
+        typer.echo(f"{run['run_id']}  {run['state']:<10} {run['requested_by']:<12} {outcome}")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="the id `inspector train` printed")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """One run: state, progress, result."""
+    import json
+
+    typer.echo(
+        json.dumps(
+            _request("GET", url, _token(token, "operator"), f"/v1/training-runs/{run_id}"), indent=2
+        )
+    )
+
+
+@app.command()
+def tensorboard(
+    version: Annotated[int, typer.Argument(help="model version number")],
+    logdir: Annotated[
+        Path | None, typer.Option(help="where to put the logs [default: <data>/tensorboard/v<N>]")
+    ] = None,
+    port: Annotated[int, typer.Option(help="TensorBoard's port")] = 6006,
+    launch: Annotated[bool, typer.Option(help="start TensorBoard on the logs")] = True,
+) -> None:
+    """Download a version's TensorBoard logs from the store and open TensorBoard on them."""
+    from inspector import registry
+    from inspector.config import open_configured_store
+
+    settings = _settings()
+    store = open_configured_store(settings)
+    registry.get_version(store, version)
+    target = logdir or settings.data_dir.resolve() / "tensorboard" / f"v{version}"
+    registry.download_directory(store, version, "tensorboard", target)
+    typer.echo(f"TensorBoard logs of version {version} are in {target}")
+    if launch:
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(target),
+                "--port",
+                str(port),
+            ],
+        )
 
 
 def main() -> None:

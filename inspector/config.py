@@ -130,6 +130,15 @@ class Settings(BaseSettings):
         30.0, ge=0, description="an image stored this long ago and not ingested is enqueued again"
     )
 
+    # --- training -----------------------------------------------------------------------
+    train_schedule: str = Field(
+        "0 2 * * *", description="cron fields (UTC) of the nightly training run; see README"
+    )
+    train_architecture: str = "compact_cnn"
+    train_image_size: int = Field(128, ge=32, le=1024)
+    train_channels: Literal[1, 3] = 3
+    train_epochs: int = Field(30, ge=1)
+
     @field_validator("tokens")
     @classmethod
     def _tokens_parse(cls, value: str) -> str:
@@ -177,6 +186,11 @@ class Settings(BaseSettings):
     def resolved_redis_url(self) -> str:
         """The Redis URL, defaulting to the embedded server `inspector run` starts."""
         return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Local cache of training images (content-addressed, safe to delete)."""
+        return self.data_dir.resolve() / "cache" / "images"
 
     @property
     def token_grants(self) -> tuple[TokenGrant, ...]:

@@ -47,7 +47,9 @@ class SplitPolicy:
     validation: float = 0.1
 
     def __post_init__(self) -> None:
-        if not (0 < self.heldout < 1 and 0 <= self.validation < 1 and self.heldout + self.validation < 1):
+        if not (
+            0 < self.heldout < 1 and 0 <= self.validation < 1 and self.heldout + self.validation < 1
+        ):
             raise DatasetError(
                 f"split fractions heldout={self.heldout}, validation={self.validation} must be "
                 "in (0, 1) and sum to less than 1",
@@ -120,7 +122,9 @@ def _golden_members(store: ObjectStore) -> dict[str, set[str]]:
     }
 
 
-def pin_golden_set(store: ObjectStore, name: str, image_ids: Iterable[str], by: str) -> dict[str, Any]:
+def pin_golden_set(
+    store: ObjectStore, name: str, image_ids: Iterable[str], by: str
+) -> dict[str, Any]:
     """Pin a golden set: these images are always held out and scored as their own set.
 
     Golden sets are immutable; pin a new name to change one.
@@ -131,11 +135,21 @@ def pin_golden_set(store: ObjectStore, name: str, image_ids: Iterable[str], by: 
         raise DatasetError("a golden set needs at least one image", code="empty_golden_set")
     for image_id in ids:
         records.read_record(store, image_id)
-    doc = {"name": name, "image_ids": ids, "pinned_by": by, "pinned_at": records.now_utc().isoformat()}
-    if not store.put_if_absent(f"{GOLDEN_PREFIX}{name}.json", records.to_json(doc), "application/json"):
+    doc = {
+        "name": name,
+        "image_ids": ids,
+        "pinned_by": by,
+        "pinned_at": records.now_utc().isoformat(),
+    }
+    if not store.put_if_absent(
+        f"{GOLDEN_PREFIX}{name}.json", records.to_json(doc), "application/json"
+    ):
         existing = records.read_json(store, f"{GOLDEN_PREFIX}{name}.json")
         if existing["image_ids"] != ids:
-            raise DatasetError(f"golden set {name!r} exists with other images; pin a new name", code="golden_set_exists")
+            raise DatasetError(
+                f"golden set {name!r} exists with other images; pin a new name",
+                code="golden_set_exists",
+            )
         return existing
     return doc
 
@@ -164,7 +178,8 @@ def build_entries(store: ObjectStore, policy: SplitPolicy) -> list[ManifestEntry
 
 def _manifest_bytes(entries: list[ManifestEntry]) -> bytes:
     return b"".join(
-        json.dumps(asdict(e), sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in entries
+        json.dumps(asdict(e), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        for e in entries
     )
 
 

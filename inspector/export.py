@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inspector.pipeline_data import InputSpec, preprocess_encoded, preprocess_pixels
+from inspector.model_input import InputSpec
+from inspector.pipeline_data import preprocess_encoded, preprocess_pixels
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_UINT8 = "serving_uint8"
@@ -44,7 +45,9 @@ def _outputs(probabilities: tf.Tensor, names: tf.Tensor) -> dict[str, tf.Tensor]
     }
 
 
-def export_saved_model(model: keras.Model, classes: Sequence[str], spec: InputSpec, path: Path) -> None:
+def export_saved_model(
+    model: keras.Model, classes: Sequence[str], spec: InputSpec, path: Path
+) -> None:
     """Write the serving SavedModel to ``path`` (a directory that must not exist yet)."""
     names = tf.constant(list(classes))
     archive = keras.export.ExportArchive()
@@ -69,7 +72,9 @@ def export_saved_model(model: keras.Model, classes: Sequence[str], spec: InputSp
         )
         return predict(resized)
 
-    archive.add_endpoint(SIGNATURE_BYTES, from_bytes, [tf.TensorSpec([None], tf.string, name="images")])
+    archive.add_endpoint(
+        SIGNATURE_BYTES, from_bytes, [tf.TensorSpec([None], tf.string, name="images")]
+    )
     archive.add_endpoint(
         SIGNATURE_UINT8, from_uint8, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")]
     )
@@ -101,7 +106,9 @@ class ServingModel:
 
 def to_tflite(saved_model: Path, *, quantize: bool = True) -> bytes:
     """A TFLite flatbuffer of the ``serving_pixels`` signature (dynamic-range quantised)."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE_PIXELS])
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model), signature_keys=[SIGNATURE_PIXELS]
+    )
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return bytes(converter.convert())
@@ -111,7 +118,10 @@ def tflite_probabilities(model: bytes, pixels: np.ndarray) -> np.ndarray:
     """Run the TFLite model on preprocessed pixels, one image at a time."""
     interpreter = tf.lite.Interpreter(model_content=model, num_threads=2)
     runner = interpreter.get_signature_runner(SIGNATURE_PIXELS)
-    rows = [runner(pixels=pixels[i : i + 1].astype(np.float32))["probabilities"][0] for i in range(len(pixels))]
+    rows = [
+        runner(pixels=pixels[i : i + 1].astype(np.float32))["probabilities"][0]
+        for i in range(len(pixels))
+    ]
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -121,7 +131,8 @@ def warmup_document(serving: ServingModel, images: Sequence[tuple[str, bytes]]) 
     return {
         "signature": SIGNATURE_BYTES,
         "requests": [
-            {"image_id": image_id, "b64": base64.b64encode(data).decode()} for image_id, data in images
+            {"image_id": image_id, "b64": base64.b64encode(data).decode()}
+            for image_id, data in images
         ],
         "probabilities": np.round(outputs["probabilities"].astype(float), 6).tolist(),
         "labels": [label.decode() for label in outputs["label"]],

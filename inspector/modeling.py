@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.pipeline_data import InputSpec
+from inspector.model_input import InputSpec
 
 CLASSIFIER = "classifier"
 FEATURES = "features"
@@ -33,8 +33,10 @@ def _compact_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     x = keras.layers.Rescaling(1 / 255.0)(x)
     for i, filters in enumerate((32, 64, 128, 256)):
         for j in range(2 if i else 1):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{i}_{j}")(x)
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"conv{i}_{j}"
+            )(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
             x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -91,7 +93,9 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(CLASSIFIER).output)
 
 
-def grow_head(model: keras.Model, old_classes: Sequence[str], new_classes: Sequence[str]) -> keras.Model:
+def grow_head(
+    model: keras.Model, old_classes: Sequence[str], new_classes: Sequence[str]
+) -> keras.Model:
     """A model whose head has ``new_classes`` (old ones first, in their old order), sharing
     the backbone and keeping every old class's weights; new classes start from a bias far
     below the old ones, so old outputs barely move until the new classes are trained."""
@@ -111,7 +115,11 @@ def grow_head(model: keras.Model, old_classes: Sequence[str], new_classes: Seque
     added = len(new_classes) - len(old_classes)
     rng = np.random.default_rng(0)
     new_kernel = np.concatenate(
-        [kernel, rng.normal(0, kernel.std() or 0.01, (kernel.shape[0], added)).astype(kernel.dtype)], axis=1
+        [
+            kernel,
+            rng.normal(0, kernel.std() or 0.01, (kernel.shape[0], added)).astype(kernel.dtype),
+        ],
+        axis=1,
     )
     new_bias = np.concatenate([bias, np.full(added, bias.min() - 4.0, bias.dtype)])
     head.set_weights([new_kernel, new_bias])

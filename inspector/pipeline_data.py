@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from inspector.datasets import DatasetError, ManifestEntry
+from inspector.model_input import Augmentation, InputSpec
 from storage import NotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -32,34 +32,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 # TensorFlow decodes JPEG, PNG, BMP and GIF in the graph, but not TIFF: TIFF uploads are
 # converted losslessly to PNG when they enter the cache (and by the inference worker).
 _GRAPH_DECODABLE = (b"\xff\xd8\xff", b"\x89PNG", b"BM")
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Inspection-safe augmentation: surfaces have no up or down, defects no colour shift."""
-
-    flip: bool = True
-    rotation: float = 0.03  # fraction of a full turn (0.03 ≈ ±11°)
-    shift: float = 0.1  # fraction of the image side
-    brightness: float = 0.15  # fraction of the 0-255 range
-    contrast: float = 0.15
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any augmentation is on."""
-        return bool(self.flip or self.rotation or self.shift or self.brightness or self.contrast)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model takes: a square image of ``size`` pixels with ``channels`` channels."""
-
-    size: int = 128
-    channels: int = 3
-
-    def __post_init__(self) -> None:
-        if self.channels not in (1, 3) or not 32 <= self.size <= 1024:
-            raise DatasetError(f"input must be 1 or 3 channels and 32-1024 px, not {self}", code="invalid_input")
 
 
 def preprocess_encoded(encoded: tf.Tensor, spec: InputSpec) -> tf.Tensor:
@@ -72,14 +44,18 @@ def preprocess_encoded(encoded: tf.Tensor, spec: InputSpec) -> tf.Tensor:
 
 
 def preprocess_pixels(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
-    """uint8 [H, W, 1 or 3] → float32 [size, size, channels] on a 0-255 scale."""
+    """uint8 [H, W, 1 or 3] → float32 [size, size, channels] of whole numbers 0-255.
+
+    Rounded to whole numbers so that the training pipeline can cache the result as
+    uint8 and still feed the model exactly what serving feeds it.
+    """
     image = tf.convert_to_tensor(image)
     if image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     image = tf.image.resize(tf.cast(image, tf.float32), [spec.size, spec.size], antialias=True)
     if spec.channels == 1:
         image = tf.image.rgb_to_grayscale(image)
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return tf.round(tf.clip_by_value(image, 0.0, 255.0))
 
 
 # --- the local cache --------------------------------------------------------------------
@@ -154,11 +130,17 @@ def augmenter(aug: Augmentation, seed: int) -> tf.keras.Sequential | None:
     if aug.rotation:
         layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
     if aug.shift:
-        layers.append(keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2))
+        layers.append(
+            keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2)
+        )
     if aug.brightness:
-        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3))
+        layers.append(
+            keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3)
+        )
     if aug.contrast:
-        layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4))
+        layers.append(
+            keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4)
+        )
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
@@ -178,7 +160,10 @@ def make_dataset(
         raise DatasetError("no images for this dataset", code="empty_split")
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
     ds = ds.map(
-        lambda path, label: (tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8), label),
+        lambda path, label: (
+            tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8),
+            label,
+        ),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
@@ -191,7 +176,9 @@ def make_dataset(
     if training and augmentation is not None and augmentation.enabled:
         layers = augmenter(augmentation, seed)
         if layers is not None:
-            ds = ds.map(lambda images, y: (layers(images, training=True), y), num_parallel_calls=AUTOTUNE)
+            ds = ds.map(
+                lambda images, y: (layers(images, training=True), y), num_parallel_calls=AUTOTUNE
+            )
     return ds.prefetch(AUTOTUNE)
 
 
@@ -200,4 +187,7 @@ def class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:
     counts = Counter(labels)
     present = [c for c in range(num_classes) if counts.get(c)]
     total = sum(counts.values())
-    return {c: (total / (len(present) * counts[c]) if counts.get(c) else 0.0) for c in range(num_classes)}
+    return {
+        c: (total / (len(present) * counts[c]) if counts.get(c) else 0.0)
+        for c in range(num_classes)
+    }

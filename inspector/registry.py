@@ -68,7 +68,9 @@ def publish_version(
     run_key = doc.get("run_key")
     if run_key:
         store.put_if_absent(
-            f"{RUN_KEYS_PREFIX}{run_key}.json", records.to_json({"version": number}), "application/json"
+            f"{RUN_KEYS_PREFIX}{run_key}.json",
+            records.to_json({"version": number}),
+            "application/json",
         )
     log.info("published model version %d (%d files)", number, len(names))
     return full

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from inspector import export, modeling, pipeline_data, registry
 from inspector.datasets import DatasetError, ManifestEntry
+from inspector.model_input import Augmentation
 from inspector.modeling import ModelError
 from inspector.training import Progress, TrainConfig, TrainingFailed, eta_seconds, finite
 from storage import ObjectStore
@@ -70,7 +71,9 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {k: round(float(v), 5) for k, v in (logs or {}).items()}
         log.info("epoch %d/%d: %s", epoch + 1, self.epochs, values)
-        self.progress({"phase": "training", "epoch": epoch + 1, "epochs": self.epochs, "epoch_logs": values})
+        self.progress(
+            {"phase": "training", "epoch": epoch + 1, "epochs": self.epochs, "epoch_logs": values}
+        )
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -106,12 +109,15 @@ def _paths(store: ObjectStore, entries: Sequence[ManifestEntry], cache_dir: Path
     return paths
 
 
-def _load_parent(store: ObjectStore, parent: int, config: TrainConfig, work_dir: Path) -> tuple[keras.Model, list[str]]:
+def _load_parent(
+    store: ObjectStore, parent: int, config: TrainConfig, work_dir: Path
+) -> tuple[keras.Model, list[str]]:
     doc = registry.get_version(store, parent)
     if doc["input"] != {"size": config.image_size, "channels": config.channels}:
         raise ModelError(
-            f"parent version {parent} takes {doc['input']['size']}px × {doc['input']['channels']} channels; "
-            f"this run asks for {config.image_size}px × {config.channels}: train with parent 'none' "
+            f"parent version {parent} takes {doc['input']['size']}px × "
+            f"{doc['input']['channels']} channels; this run asks for {config.image_size}px × "
+            f"{config.channels}: train with parent 'none' "
             "to change the input",
             code="input_mismatch",
         )
@@ -154,14 +160,23 @@ def fit_and_export(
     val_paths = _paths(store, validation, cache_dir)
     held_paths = _paths(store, heldout, cache_dir)
     train_labels = [index[e.label] for e in train]
-    augmentation = pipeline_data.Augmentation(**config.augmentation.model_dump())
+    augmentation = Augmentation(**config.augmentation.model_dump())
     train_ds = pipeline_data.make_dataset(
-        train_paths, train_labels, spec, batch_size=config.batch_size, training=True,
-        augmentation=augmentation, seed=config.seed,
+        train_paths,
+        train_labels,
+        spec,
+        batch_size=config.batch_size,
+        training=True,
+        augmentation=augmentation,
+        seed=config.seed,
     )
     val_ds = (
         pipeline_data.make_dataset(
-            val_paths, [index[e.label] for e in validation], spec, batch_size=config.batch_size, training=False
+            val_paths,
+            [index[e.label] for e in validation],
+            spec,
+            batch_size=config.batch_size,
+            training=False,
         )
         if validation
         else None
@@ -170,7 +185,9 @@ def fit_and_export(
     with distribution_strategy().scope():
         if parent is None:
             weights = Path(config.weights_path) if config.weights_path else None
-            model = modeling.build_model(config.architecture, len(classes), spec, weights_path=weights)
+            model = modeling.build_model(
+                config.architecture, len(classes), spec, weights_path=weights
+            )
             learning_rate = config.learning_rate
         else:
             model, parent_classes = _load_parent(store, parent, config, work_dir)
@@ -201,11 +218,17 @@ def fit_and_export(
     started = time.monotonic()
     try:
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-            class_weight=weights_by_class, verbose=0,
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            class_weight=weights_by_class,
+            verbose=0,
         )
     except tf.errors.InvalidArgumentError as exc:
-        raise DatasetError(f"an image could not be read while training: {exc.message[:300]}", code="corrupt_cache") from exc
+        raise DatasetError(
+            f"an image could not be read while training: {exc.message[:300]}", code="corrupt_cache"
+        ) from exc
     training_seconds = time.monotonic() - started
     if guard.reason:
         raise TrainingFailed(f"{guard.reason}; no version was created", code="diverged")
@@ -231,11 +254,16 @@ def fit_and_export(
     tflite = export.to_tflite(saved, quantize=config.tflite_quantize)
     (out / "model.tflite").write_bytes(tflite)
     if heldout:
-        held_ds = pipeline_data.make_dataset(held_paths, held_labels.tolist(), spec, batch_size=64, training=False)
+        held_ds = pipeline_data.make_dataset(
+            held_paths, held_labels.tolist(), spec, batch_size=64, training=False
+        )
         keras_probs = _predict_keras(model, held_ds)
         encoded = [p.read_bytes() for p in held_paths]
         served = np.concatenate(
-            [serving.predict_bytes(encoded[i : i + 64])["probabilities"] for i in range(0, len(encoded), 64)]
+            [
+                serving.predict_bytes(encoded[i : i + 64])["probabilities"]
+                for i in range(0, len(encoded), 64)
+            ]
         )
         lite = export.tflite_probabilities(tflite, _pixels(held_ds))
         summary["heldout"] = {
@@ -253,13 +281,24 @@ def fit_and_export(
     warm_entries = (heldout or train)[: config.warmup_images]
     warm_paths = held_paths if heldout else train_paths
     export.save_json(
-        export.warmup_document(serving, [(e.image_id, p.read_bytes()) for e, p in zip(warm_entries, warm_paths, strict=False)]),
+        export.warmup_document(
+            serving,
+            [(e.image_id, p.read_bytes()) for e, p in zip(warm_entries, warm_paths, strict=False)],
+        ),
         out / "warmup.json",
     )
     export.save_json(classes, out / "classes.json")
-    export.save_json({k: [float(v) for v in vs] for k, vs in history.history.items()}, out / "history.json")
+    export.save_json(
+        {k: [float(v) for v in vs] for k, vs in history.history.items()}, out / "history.json"
+    )
 
     files = {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
-    files.update({f"tensorboard/{p.relative_to(tensorboard_dir)}": p for p in tensorboard_dir.rglob("*") if p.is_file()})
+    files.update(
+        {
+            f"tensorboard/{p.relative_to(tensorboard_dir)}": p
+            for p in tensorboard_dir.rglob("*")
+            if p.is_file()
+        }
+    )
     log.info("exported: %s", json.dumps(summary))
     return Outcome(files, summary)

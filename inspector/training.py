@@ -30,12 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from inspector import datasets, records, registry
 from inspector.datasets import DatasetError, ManifestEntry, SplitPolicy
 from inspector.errors import InspectorError
-from inspector.pipeline_data import Augmentation, InputSpec
+from inspector.model_input import InputSpec
 from storage import NotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
 RUNS_PREFIX = "training/runs/"
+# Kept in step with inspector.modeling.ARCHITECTURES (a test checks), so a request for an
+# unknown architecture is refused without loading TensorFlow.
+Architecture = Literal["compact_cnn", "mobilenet_v3_small"]
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -46,7 +49,7 @@ class TrainingFailed(InspectorError):
 
 
 class AugmentConfig(BaseModel):
-    """Augmentation switches (see :class:`inspector.pipeline_data.Augmentation`)."""
+    """Augmentation switches (see :class:`inspector.model_input.Augmentation`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,7 +65,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: str = "compact_cnn"
+    architecture: Architecture = "compact_cnn"
     image_size: int = Field(128, ge=32, le=1024)
     channels: Literal[1, 3] = 3
     batch_size: int = Field(32, ge=1, le=1024)
@@ -95,17 +98,31 @@ class TrainConfig(BaseModel):
 # --- run documents ----------------------------------------------------------------------
 
 
+def progress_key(run_id: str) -> str:
+    """Where the train worker publishes a run's latest progress in Redis (a view only: the
+    run's state and result are in the store)."""
+    return f"inspector:train-progress:{run_id}"
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus randomness."""
     return f"{records.now_utc():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 def request_run(
-    store: ObjectStore, *, by: str, config: TrainConfig, parent: str = "production", reason: str = ""
+    store: ObjectStore,
+    *,
+    by: str,
+    config: TrainConfig,
+    parent: str = "production",
+    reason: str = "",
 ) -> dict[str, Any]:
     """Record a request for a run; the caller then queues it for the train worker."""
     if parent not in ("production", "none") and not parent.isdigit():
-        raise TrainingFailed(f"parent {parent!r} must be 'production', 'none' or a version number", code="invalid_parent")
+        raise TrainingFailed(
+            f"parent {parent!r} must be 'production', 'none' or a version number",
+            code="invalid_parent",
+        )
     if parent.isdigit():
         registry.get_version(store, int(parent))
     run_id = new_run_id()
@@ -117,7 +134,9 @@ def request_run(
         "reason": reason,
         "config": config.model_dump(),
     }
-    store.put_if_absent(f"{RUNS_PREFIX}{run_id}/request.json", records.to_json(doc), "application/json")
+    store.put_if_absent(
+        f"{RUNS_PREFIX}{run_id}/request.json", records.to_json(doc), "application/json"
+    )
     return doc
 
 
@@ -139,15 +158,26 @@ def read_run(store: ObjectStore, run_id: str) -> dict[str, Any]:
 def list_runs(store: ObjectStore) -> list[dict[str, Any]]:
     """Every run, newest first."""
     run_ids = sorted(
-        {info.key.split("/")[2] for info in store.list(RUNS_PREFIX) if info.key.endswith("/request.json")},
+        {
+            info.key.split("/")[2]
+            for info in store.list(RUNS_PREFIX)
+            if info.key.endswith("/request.json")
+        },
         reverse=True,
     )
     return [read_run(store, run_id) for run_id in run_ids]
 
 
+def record_failure(store: ObjectStore, run_id: str, code: str, message: str) -> dict[str, Any]:
+    """End a run that never started (e.g. it could not be queued)."""
+    return _finish(store, run_id, {"state": "failed", "code": code, "message": message})
+
+
 def _finish(store: ObjectStore, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     doc = {**result, "finished_at": records.now_utc().isoformat()}
-    if not store.put_if_absent(f"{RUNS_PREFIX}{run_id}/result.json", records.to_json(doc), "application/json"):
+    if not store.put_if_absent(
+        f"{RUNS_PREFIX}{run_id}/result.json", records.to_json(doc), "application/json"
+    ):
         return records.read_json(store, f"{RUNS_PREFIX}{run_id}/result.json")
     return doc
 
@@ -161,10 +191,16 @@ def has_new_labelled_data(store: ObjectStore) -> tuple[bool, str]:
     if not versions:
         return True, f"{len(labelled)} labelled images and no model yet"
     latest = versions[-1]
-    seen = {e.image_id: e.label for e in datasets.load_snapshot(store, latest["snapshot_id"]).entries}
+    seen = {
+        e.image_id: e.label for e in datasets.load_snapshot(store, latest["snapshot_id"]).entries
+    }
     changed = sum(1 for image_id, label in labelled.items() if seen.get(image_id) != label)
     if not changed:
-        return False, f"no labelled data since version {latest['version']} (snapshot {latest['snapshot_id']})"
+        return (
+            False,
+            f"no labelled data since version {latest['version']} "
+            f"(snapshot {latest['snapshot_id']})",
+        )
     return True, f"{changed} new or relabelled images since version {latest['version']}"
 
 
@@ -197,11 +233,20 @@ def execute_run(
         return _finish(store, run_id, {"state": "failed", "code": exc.code, "message": exc.message})
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    log.info("training run %s produced version %s in %.0f s", run_id, version["version"], time.monotonic() - started)
+    log.info(
+        "training run %s produced version %s in %.0f s",
+        run_id,
+        version["version"],
+        time.monotonic() - started,
+    )
     return _finish(
         store,
         run_id,
-        {"state": "succeeded", "version": version["version"], "seconds": round(time.monotonic() - started, 1)},
+        {
+            "state": "succeeded",
+            "version": version["version"],
+            "seconds": round(time.monotonic() - started, 1),
+        },
     )
 
 
@@ -215,7 +260,9 @@ class _Data:
 
 def run_key(snapshot_id: str, parent: int | None, config: TrainConfig) -> str:
     """What makes two runs the same run."""
-    material = json.dumps({"snapshot": snapshot_id, "parent": parent, "config": config.model_dump()}, sort_keys=True)
+    material = json.dumps(
+        {"snapshot": snapshot_id, "parent": parent, "config": config.model_dump()}, sort_keys=True
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
@@ -231,7 +278,10 @@ def _resolve_parent(store: ObjectStore, parent: str) -> int | None:
 
 
 def _select(
-    store: ObjectStore, snapshot: datasets.Snapshot, parent_doc: dict[str, Any] | None, config: TrainConfig
+    store: ObjectStore,
+    snapshot: datasets.Snapshot,
+    parent_doc: dict[str, Any] | None,
+    config: TrainConfig,
 ) -> _Data:
     snapshot_classes = sorted(snapshot.classes)
     if parent_doc is None:
@@ -240,7 +290,10 @@ def _select(
     else:
         old = list(parent_doc["classes"])
         classes = old + [c for c in snapshot_classes if c not in old]
-        seen = {e.image_id for e in datasets.load_snapshot(store, parent_doc["snapshot_id"]).split("train")}
+        seen = {
+            e.image_id
+            for e in datasets.load_snapshot(store, parent_doc["snapshot_id"]).split("train")
+        }
         all_train = snapshot.split("train")
         new = [e for e in all_train if e.image_id not in seen]
         if not new:
@@ -253,7 +306,11 @@ def _select(
             [e for e in all_train if e.image_id in seen], config.replay_per_class, config.seed
         )
         train = new + replay
-        log.info("fine-tuning on %d new images and a replay sample of %d older ones", len(new), len(replay))
+        log.info(
+            "fine-tuning on %d new images and a replay sample of %d older ones",
+            len(new),
+            len(replay),
+        )
     if len(classes) < 2:
         raise DatasetError(
             f"the labelled data has only the class {classes[0]!r}; a classifier needs at least two",

@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from inspector.config import Settings, get_settings
@@ -17,6 +18,19 @@ from inspector.config import Settings, get_settings
 QUEUES = ("ingest", "inference", "train", "registry")
 TASK_INGEST = "inspector.ingest_image"
 TASK_RECONCILE = "inspector.reconcile_ingest"
+TASK_TRAIN = "inspector.train"
+TASK_NIGHTLY = "inspector.nightly_training"
+
+
+def cron_schedule(spec: str) -> crontab:
+    """A Celery crontab from five cron fields: minute hour day-of-month month day-of-week."""
+    fields = spec.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"INSPECTOR_TRAIN_SCHEDULE {spec!r} must have five cron fields, e.g. '0 2 * * *'"
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -33,7 +47,12 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="ingest",
         task_default_exchange="ingest",
         task_default_routing_key="ingest",
-        task_routes={TASK_INGEST: {"queue": "ingest"}, TASK_RECONCILE: {"queue": "ingest"}},
+        task_routes={
+            TASK_INGEST: {"queue": "ingest"},
+            TASK_RECONCILE: {"queue": "ingest"},
+            TASK_TRAIN: {"queue": "train"},
+            TASK_NIGHTLY: {"queue": "train"},
+        },
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -58,6 +77,11 @@ def make_celery(settings: Settings) -> Celery:
                 "task": TASK_RECONCILE,
                 "schedule": settings.reconcile_interval_seconds,
                 "options": {"queue": "ingest", "expires": settings.reconcile_interval_seconds},
+            },
+            "nightly-training": {
+                "task": TASK_NIGHTLY,
+                "schedule": cron_schedule(settings.train_schedule),
+                "options": {"queue": "train", "expires": 6 * 3600},
             },
         },
     )

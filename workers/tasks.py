@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import Reject
 from celery.signals import worker_process_init
 
-from inspector import ingest
+from inspector import ingest, training
 from inspector.config import get_settings, open_configured_store
 from inspector.errors import IngestFailed
 from storage import ObjectStore, Unavailable
-from workers.celery_app import TASK_INGEST, TASK_RECONCILE, get_celery
+from workers.celery_app import TASK_INGEST, TASK_NIGHTLY, TASK_RECONCILE, TASK_TRAIN, get_celery
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -70,3 +72,50 @@ def reconcile_ingest() -> dict[str, Any]:
             "reconciler: %d stored-but-not-ingested images, %d queued now", len(missing), queued
         )
     return {"missing": len(missing), "queued": queued}
+
+
+# --- training (train queue, solo pool: TensorFlow is loaded in this process only) ------
+
+PROGRESS_TTL_SECONDS = 7 * 24 * 3600
+
+
+@app.task(name=TASK_TRAIN, bind=True)
+def train(self: Any, run_id: str) -> dict[str, Any]:
+    """Execute a requested training run; a re-delivered run returns its recorded result."""
+    redis = app.backend.client
+    lock = f"inspector:train-lock:{run_id}"
+    # A run redelivered while its first delivery still trains (visibility timeout) waits.
+    if not redis.set(lock, self.request.id or "1", nx=True, ex=12 * 3600):
+        raise self.retry(countdown=300, max_retries=None)
+    started = time.time()
+
+    def progress(update: dict[str, Any]) -> None:
+        doc = {**update, "run_id": run_id, "started_at": started, "updated_at": time.time()}
+        redis.set(training.progress_key(run_id), json.dumps(doc), ex=PROGRESS_TTL_SECONDS)
+
+    try:
+        return training.execute_run(
+            worker_store(), run_id, cache_dir=settings.cache_dir, progress=progress
+        )
+    finally:
+        redis.delete(lock)
+
+
+@app.task(name=TASK_NIGHTLY)
+def nightly_training() -> dict[str, Any]:
+    """Request and run a training run, unless no labelled data arrived since the last one."""
+    store = worker_store()
+    new, why = training.has_new_labelled_data(store)
+    if not new:
+        log.info("nightly training skipped: %s", why)
+        return {"skipped": why}
+    log.info("nightly training: %s", why)
+    config = training.TrainConfig(
+        architecture=settings.train_architecture,
+        image_size=settings.train_image_size,
+        channels=settings.train_channels,
+        epochs=settings.train_epochs,
+    )
+    run = training.request_run(store, by="nightly", config=config, reason=why)
+    train.apply_async((run["run_id"],), queue="train")
+    return {"run_id": run["run_id"], "reason": why}

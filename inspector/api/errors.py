@@ -30,6 +30,13 @@ DOMAIN_STATUS: dict[type[domain.InspectorError], int] = {
     domain.ImageNotFound: 404,
     domain.IngestFailed: 409,
 }
+# Codes whose status is not the default of their error type.
+CODE_STATUS = {
+    "run_not_found": 404,
+    "version_not_found": 404,
+    "snapshot_not_found": 404,
+    "invalid_parent": 422,
+}
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -71,6 +78,8 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: domain.InspectorError) -> JSONResponse:
         if isinstance(exc, domain.ImageRejected):
             status = IMAGE_REJECTION_STATUS.get(exc.code, 422)
+        elif exc.code in CODE_STATUS:
+            status = CODE_STATUS[exc.code]
         else:
             status = next((s for t, s in DOMAIN_STATUS.items() if isinstance(exc, t)), 400)
         log.info(

@@ -7,10 +7,11 @@ stops trying for a few seconds, so a broker outage does not slow every upload do
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from inspector.config import Settings
 
@@ -24,6 +25,14 @@ class Enqueuer(Protocol):
         """Queue the image for ingest; False if the broker could not take it now."""
         ...
 
+    def train(self, run_id: str) -> bool:
+        """Queue a requested training run; False if the broker could not take it."""
+        ...
+
+    def progress(self, key: str) -> dict[str, Any] | None:
+        """A progress document workers published, if any."""
+        ...
+
     def ping(self) -> bool:
         """Whether the broker answers."""
         ...
@@ -33,10 +42,11 @@ class CeleryEnqueuer:
     """Sends tasks by name, so the API never imports the task modules (or TensorFlow)."""
 
     def __init__(self, settings: Settings, backoff_seconds: float = 5.0) -> None:
-        from workers.celery_app import TASK_INGEST, make_celery
+        from workers.celery_app import TASK_INGEST, TASK_TRAIN, make_celery
 
         self._app = make_celery(settings)
         self._task_ingest = TASK_INGEST
+        self._task_train = TASK_TRAIN
         self._timeout = settings.enqueue_timeout_seconds
         self._backoff = backoff_seconds
         self._down_until = 0.0
@@ -44,13 +54,20 @@ class CeleryEnqueuer:
 
     def ingest(self, image_id: str) -> bool:
         """Queue ``image_id`` on the ingest queue; False (and logged) if the broker is down."""
+        return self._send(self._task_ingest, image_id, "ingest")
+
+    def train(self, run_id: str) -> bool:
+        """Queue a training run on the train queue; False (and logged) if the broker is down."""
+        return self._send(self._task_train, run_id, "train")
+
+    def _send(self, task: str, arg: str, queue: str) -> bool:
         if time.monotonic() < self._down_until:
             return False
         try:
             self._app.send_task(
-                self._task_ingest,
-                args=[image_id],
-                queue="ingest",
+                task,
+                args=[arg],
+                queue=queue,
                 # No result is awaited: subscribing for one would tie the API to the result
                 # backend's connection, which Celery cannot recover after a Redis outage.
                 ignore_result=True,
@@ -61,15 +78,24 @@ class CeleryEnqueuer:
             with self._lock:
                 self._down_until = time.monotonic() + self._backoff
             log.warning(
-                "broker unreachable (%s: %s); image %s is stored and the reconciler will "
-                "queue it; not trying the broker again for %.0f s",
+                "broker unreachable (%s: %s) queueing %s %s; not trying again for %.0f s",
                 exc.__class__.__name__,
                 exc,
-                image_id,
+                queue,
+                arg,
                 self._backoff,
             )
             return False
         return True
+
+    def progress(self, key: str) -> dict[str, Any] | None:
+        """A JSON document the workers published in Redis, if any (None if unreachable)."""
+        try:
+            with self._app.connection_for_read() as conn:
+                raw = conn.default_channel.client.get(key)
+        except Exception:
+            return None
+        return dict(json.loads(raw)) if raw else None
 
     def ping(self) -> bool:
         """Whether the broker answers within the timeout."""
