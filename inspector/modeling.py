@@ -101,7 +101,7 @@ def grow_head(
     below the old ones, so old outputs barely move until the new classes are trained."""
     if list(new_classes[: len(old_classes)]) != list(old_classes):
         raise ModelError(
-            "the class list may only grow at its end; old classes keep their positions",
+            "the class list may grow only at its end; old classes keep their positions",
             code="class_order",
         )
     if len(new_classes) == len(old_classes):

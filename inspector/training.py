@@ -204,6 +204,17 @@ def has_new_labelled_data(store: ObjectStore) -> tuple[bool, str]:
     return True, f"{changed} new or relabelled images since version {latest['version']}"
 
 
+def plan_nightly_run(store: ObjectStore, config: TrainConfig) -> dict[str, Any] | None:
+    """The nightly decision: request a run if labelled data arrived since the newest
+    version, else log why not and return None."""
+    new, why = has_new_labelled_data(store)
+    if not new:
+        log.info("nightly training skipped: %s", why)
+        return None
+    log.info("nightly training requested: %s", why)
+    return request_run(store, by="nightly", config=config, reason=why)
+
+
 # --- executing a run --------------------------------------------------------------------
 
 

@@ -48,3 +48,29 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def fill_store(
+    store, n: int, *, mix: dict[str, float], seed: int = 0, size: int = 48, fmt: str = "png"
+) -> list[str]:
+    """Upload and ingest ``n`` labelled simulated parts straight through the domain."""
+    from inspector import ingest
+    from inspector.records import UploadMetadata
+    from inspector.uploads import accept_upload
+
+    meta = UploadMetadata.parse(
+        line="line-1",
+        station="s1",
+        camera_id="cam-1",
+        part_id="p",
+        captured_at="2026-11-26T09:00:00Z",
+    )
+    full_mix = {name: mix.get(name, 0.0) for name in ("ok", "scratch", "pit", "crack", "stain")}
+    ids = []
+    for part in LineSimulator(size=size, seed=seed, mix=full_mix).parts(n):
+        image_id = accept_upload(
+            store, encode(part.image, fmt), meta, uploaded_by="cam-1", label=part.label
+        ).record.image_id
+        ingest.ingest_image(store, image_id, ingest.CanonicalSpec(size, "rgb"))
+        ids.append(image_id)
+    return ids

@@ -104,18 +104,14 @@ def train(self: Any, run_id: str) -> dict[str, Any]:
 @app.task(name=TASK_NIGHTLY)
 def nightly_training() -> dict[str, Any]:
     """Request and run a training run, unless no labelled data arrived since the last one."""
-    store = worker_store()
-    new, why = training.has_new_labelled_data(store)
-    if not new:
-        log.info("nightly training skipped: %s", why)
-        return {"skipped": why}
-    log.info("nightly training: %s", why)
     config = training.TrainConfig(
         architecture=settings.train_architecture,
         image_size=settings.train_image_size,
         channels=settings.train_channels,
         epochs=settings.train_epochs,
     )
-    run = training.request_run(store, by="nightly", config=config, reason=why)
+    run = training.plan_nightly_run(worker_store(), config)
+    if run is None:
+        return {"skipped": True}
     train.apply_async((run["run_id"],), queue="train")
-    return {"run_id": run["run_id"], "reason": why}
+    return {"run_id": run["run_id"], "reason": run["reason"]}

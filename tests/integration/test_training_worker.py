@@ -1,0 +1,105 @@
+"""A real training run through real processes: simulated parts uploaded over HTTP,
+ingested by the ingest worker, trained by the train worker (solo pool), started and
+followed with `inspector train`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from inspector import registry
+from inspector.simulate import LineSimulator, encode
+from tests.processes import ServiceProcess, wait_for
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, local_store):
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/8"
+    port = free_port()
+    env = {
+        "INSPECTOR_DATA_DIR": str(tmp_path),
+        "INSPECTOR_STORE_URL": local_store.url,
+        "INSPECTOR_REDIS_URL": redis_url,
+        "INSPECTOR_CANONICAL_SIZE": "48",
+    }
+    api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp_path).start()
+    ingest = ServiceProcess(
+        "ingest", ["worker", "ingest", "--concurrency", "1"], env, tmp_path
+    ).start()
+    trainer = ServiceProcess("train", ["worker", "train"], env, tmp_path).start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        api.wait_http(f"{base_url}/healthz")
+        mix = {"ok": 0.34, "pit": 0.33, "scratch": 0.33, "crack": 0.0, "stain": 0.0}
+        parts = list(LineSimulator(size=48, seed=21, mix=mix).parts(240))
+
+        def send(item):
+            i, part = item
+            response = httpx.post(
+                f"{base_url}/v1/images",
+                headers={"Authorization": "Bearer dev-camera"},
+                files={"file": (f"{i}.png", encode(part.image, "png"), "image/png")},
+                data={
+                    "line": "l1",
+                    "station": "s1",
+                    "camera_id": "c1",
+                    "part_id": f"p{i}",
+                    "captured_at": "2026-11-26T09:00:00Z",
+                    "label": part.label,
+                },
+                timeout=30,
+            )
+            assert response.status_code == 201, response.text
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, enumerate(parts)))
+        wait_for(
+            lambda: sum(1 for _ in local_store.list("index/ingested/")) == 240,
+            120,
+            "ingest",
+            ingest.log,
+        )
+        trainer.wait_for_output("ready.")
+
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "inspector",
+                "train",
+                "--url",
+                base_url,
+                "--epochs",
+                "4",
+                "--image-size",
+                "32",
+                "--set",
+                "patience=4",
+                "--reason",
+                "integration test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert cli.returncode == 0, cli.stdout + cli.stderr + trainer.output[-3000:]
+        assert "produced model version 1" in cli.stdout
+        assert "epoch" in cli.stderr and "ETA" in cli.stderr  # the progress bar
+        version = registry.get_version(local_store, 1)
+        assert version["classes"] == ["ok", "pit", "scratch"]
+        assert version["config"]["epochs"] == 4
+        assert "saved_model/saved_model.pb" in version["files"]
+        assert "epoch 1/4" in trainer.output
+        runs = httpx.get(
+            f"{base_url}/v1/training-runs", headers={"Authorization": "Bearer dev-operator"}
+        ).json()
+        assert runs[0]["state"] == "succeeded" and runs[0]["version"]["version"] == 1
+    finally:
+        for process in (trainer, ingest, api):
+            process.stop()

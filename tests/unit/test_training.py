@@ -1,0 +1,256 @@
+"""Training runs on simulated images, in-process: versions, warm starts, guards, errors.
+
+Small images (32 px) and few epochs: the point is behaviour, not accuracy records.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from inspector import datasets, records, registry, training
+from inspector.training import AugmentConfig, TrainConfig
+from storage.local import LocalStore
+from tests.factories import fill_store
+
+OLD = {"ok": 0.34, "pit": 0.33, "scratch": 0.33}
+FAST = TrainConfig(
+    image_size=32,
+    epochs=14,
+    patience=14,
+    batch_size=32,
+    learning_rate=0.002,
+    fine_tune_learning_rate=0.001,
+    replay_per_class=60,
+    augmentation=AugmentConfig(flip=True, rotation=0, shift=0, brightness=0, contrast=0),
+)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A store with 360 labelled, ingested parts of three classes, made once."""
+    root = tmp_path_factory.mktemp("labelled") / "store"
+    fill_store(LocalStore(root), 360, mix=OLD, seed=11, size=48)
+    return root
+
+
+def copy_store(root, tmp_path) -> LocalStore:
+    """A private copy of a prepared store."""
+    shutil.copytree(root, tmp_path / "store")
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture
+def store(template, tmp_path):
+    return copy_store(template, tmp_path)
+
+
+def run(store, tmp_path, config=FAST, parent="production"):
+    request = training.request_run(store, by="test", config=config, parent=parent)
+    return training.execute_run(store, request["run_id"], cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def trained(template, tmp_path_factory):
+    """The template store after one from-scratch run, copied per test that needs it."""
+    root = tmp_path_factory.mktemp("trained") / "store"
+    shutil.copytree(template, root)
+    store = LocalStore(root)
+    result = run(store, tmp_path_factory.mktemp("cache"))
+    assert result["state"] == "succeeded", result
+    store.put_bytes(
+        "models/aliases/production.json", records.to_json({"version": result["version"]})
+    )
+    return root, result
+
+
+def test_a_run_publishes_a_complete_version(trained):
+    root, result = trained
+    store = LocalStore(root)
+    version = registry.get_version(store, result["version"])
+    names = set(version["files"])
+    assert {
+        "saved_model/saved_model.pb",
+        "model.keras",
+        "model.tflite",
+        "classes.json",
+        "history.json",
+        "warmup.json",
+    } <= names
+    assert any(name.startswith("tensorboard/") for name in names)
+    assert (
+        version["files"][-1] == "saved_model/saved_model.pb"
+        or "saved_model/saved_model.pb" in names
+    )
+    assert version["classes"] == ["ok", "pit", "scratch"]
+    assert version["parent_version"] is None
+    assert datasets.load_snapshot(store, version["snapshot_id"]).total == 360
+    assert version["heldout"]["accuracy"] >= 0.6  # chance is 0.33
+    assert version["heldout"]["skew_max_abs_diff"] < 1e-4
+    assert abs(version["heldout"]["tflite_accuracy"] - version["heldout"]["accuracy"]) <= 0.05
+    assert version["config"]["image_size"] == 32 and version["training"]["epochs_run"] >= 1
+
+
+def test_the_same_run_twice_trains_once(trained, tmp_path):
+    root, result = trained
+    store = copy_store(root, tmp_path)
+    before = len(registry.list_versions(store))
+    again = run(store, tmp_path, parent="none")  # same snapshot, parent and config: same run key
+    assert again["state"] == "succeeded" and again["version"] == result["version"]
+    assert len(registry.list_versions(store)) == before
+    # A re-delivered run returns its recorded result.
+    run_id = training.list_runs(store)[0]["run_id"]
+    assert training.execute_run(store, run_id, cache_dir=tmp_path / "cache") == again
+
+
+def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path):
+    root, first = trained
+    store = copy_store(root, tmp_path)
+    fill_store(store, 120, mix={"crack": 1.0}, seed=12, size=48)
+    second = run(store, tmp_path)  # parent: production (version 1)
+    assert second["state"] == "succeeded", second
+    old, new = (
+        registry.get_version(store, first["version"]),
+        registry.get_version(store, second["version"]),
+    )
+    assert new["parent_version"] == first["version"]
+    assert new["classes"] == ["ok", "pit", "scratch", "crack"]
+    assert (
+        new["data"]["train"] < new["data"]["snapshot_counts"]["train"].get("ok", 0) + 200
+    )  # new + replay only
+    per_class = _heldout_accuracy_by_class(store, new, tmp_path)
+    assert per_class["crack"] >= 0.6
+    old_accuracy = old["heldout"]["accuracy"]
+    for label in ("ok", "pit", "scratch"):
+        assert per_class[label] >= old_accuracy - 0.25, (label, per_class, old_accuracy)
+
+
+def _heldout_accuracy_by_class(store, version, tmp_path):
+    from inspector import export
+
+    snapshot = datasets.load_snapshot(store, version["snapshot_id"])
+    serving = export.ServingModel(
+        registry.download_directory(store, version["version"], "saved_model", tmp_path / "sm")
+    )
+    result: dict[str, float] = {}
+    for label in version["classes"]:
+        entries = [e for e in snapshot.split("heldout") if e.label == label]
+        images = [store.get_bytes(e.raw_key) for e in entries]
+        predicted = [p.decode() for p in serving.predict_bytes(images)["label"]]
+        result[label] = sum(p == label for p in predicted) / len(entries)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("prepare", "code"),
+    [
+        ("nothing", "empty_snapshot"),
+        ("one_class", "single_class"),
+        ("rotten_raw", "corrupt_dataset"),
+        ("corrupt_cache", "corrupt_cache"),
+    ],
+)
+def test_bad_data_fails_the_run_clearly_and_creates_no_version(tmp_path, prepare, code):
+    store = LocalStore(tmp_path / "store")
+    if prepare != "nothing":
+        mix = {"ok": 1.0} if prepare == "one_class" else OLD
+        ids = fill_store(store, 30, mix=mix, seed=13, size=32)
+    if prepare == "rotten_raw":
+        record = records.read_record(store, ids[0])
+        store.put_bytes(record.raw_key, store.get_bytes(record.raw_key)[:-50] + bytes(50))
+    if prepare == "corrupt_cache":
+        # The first run fills the cache (and trains); then a cached file rots on disk.
+        assert (
+            run(store, tmp_path, config=FAST.model_copy(update={"epochs": 1}))["state"]
+            == "succeeded"
+        )
+        cached = next(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+        cached.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+        records.append_label(store, ids[1], "pit", "alice")  # a new snapshot, so a new run key
+    versions_before = len(registry.list_versions(store))
+    result = run(store, tmp_path, parent="none")
+    assert result["state"] == "failed"
+    assert result["code"] == code
+    assert len(result["message"]) > 20
+    assert len(registry.list_versions(store)) == versions_before
+
+
+def test_a_diverging_run_fails_cleanly(store, tmp_path):
+    config = FAST.model_copy(update={"learning_rate": 1.0, "epochs": 3, "divergence_factor": 2.0})
+    result = run(store, tmp_path, config=config, parent="none")
+    assert result["state"] == "failed" and result["code"] == "diverged", result
+    assert registry.list_versions(store) == []
+
+
+def test_the_guard_stops_on_nan_and_on_growth():
+    from inspector.trainer import DivergenceGuard
+
+    class Model:
+        stop_training = False
+
+    guard = DivergenceGuard(factor=10)
+    guard.set_model(Model())
+    guard.on_train_batch_end(0, {"loss": 1.0})
+    guard.on_train_batch_end(1, {"loss": 5.0})
+    assert guard.reason is None
+    guard.on_train_batch_end(2, {"loss": float("nan")})
+    assert guard.model.stop_training and "nan" in guard.reason
+    grown = DivergenceGuard(factor=10)
+    grown.set_model(Model())
+    grown.on_train_batch_end(0, {"loss": 1.0})
+    grown.on_train_batch_end(1, {"loss": 11.0})
+    assert "diverged" in grown.reason
+
+
+def test_new_data_is_detected_for_the_nightly_run(trained, tmp_path):
+    root, result = trained
+    store = copy_store(root, tmp_path)
+    new, why = training.has_new_labelled_data(store)
+    assert not new and f"since version {result['version']}" in why
+    ids = fill_store(store, 2, mix=OLD, seed=14, size=32)
+    new, why = training.has_new_labelled_data(store)
+    assert new and "2 new or relabelled" in why
+    assert ids
+
+
+def test_parent_must_exist_and_input_must_match(trained, tmp_path):
+    root, result = trained
+    store = copy_store(root, tmp_path)
+    with pytest.raises(registry.VersionNotFound):
+        training.request_run(store, by="t", config=FAST, parent="99")
+    fill_store(store, 10, mix=OLD, seed=15, size=32)
+    mismatch = run(
+        store,
+        tmp_path,
+        config=FAST.model_copy(update={"image_size": 40}),
+        parent=str(result["version"]),
+    )
+    assert mismatch["state"] == "failed" and mismatch["code"] == "input_mismatch"
+
+
+def test_the_nightly_run_is_skipped_without_new_data_and_says_why(trained, tmp_path, caplog):
+    root, result = trained
+    store = copy_store(root, tmp_path)
+    with caplog.at_level("INFO", logger="inspector.training"):
+        assert training.plan_nightly_run(store, FAST) is None
+    assert (
+        f"nightly training skipped: no labelled data since version {result['version']}"
+        in caplog.text
+    )
+    fill_store(store, 3, mix=OLD, seed=16, size=32)
+    planned = training.plan_nightly_run(store, FAST)
+    assert planned is not None and planned["requested_by"] == "nightly"
+    assert "3 new or relabelled" in planned["reason"]
+    assert training.read_run(store, planned["run_id"])["state"] == "queued"
+
+
+def test_the_nightly_schedule_is_a_cron_expression():
+    from workers.celery_app import cron_schedule
+
+    schedule = cron_schedule("30 2 * * 1-5")
+    assert (
+        schedule.hour == {2} and schedule.minute == {30} and schedule.day_of_week == {1, 2, 3, 4, 5}
+    )
+    with pytest.raises(ValueError, match="five cron fields"):
+        cron_schedule("every night")
