@@ -29,9 +29,11 @@ classes_app = typer.Typer(
 )
 images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
+golden_app = typer.Typer(help="Golden sets: images always held out and scored on their own.", no_args_is_help=True)
 app.add_typer(classes_app, name="classes")
 app.add_typer(images_app, name="images")
 app.add_typer(runs_app, name="runs")
+app.add_typer(golden_app, name="golden")
 
 WORKER_QUEUES = ("ingest", "inference", "train", "registry")
 # TensorFlow is not fork-safe: the queues that will run models use one process, no fork.
@@ -478,6 +480,26 @@ def runs_show(
             _request("GET", url, _token(token, "operator"), f"/v1/training-runs/{run_id}"), indent=2
         )
     )
+
+
+@app.command()
+def snapshot(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Freeze the labelled data now and show its counts per class and split."""
+    doc = _request("POST", url, _token(token, "operator"), "/v1/snapshots")
+    typer.echo(f"snapshot {doc['snapshot_id']}: {doc['total']} labelled images")
+    typer.echo(doc["table"])
+
+
+@golden_app.command("pin")
+def golden_pin(
+    name: Annotated[str, typer.Argument(help="a-z 0-9 _, starting with a letter")],
+    image_ids: Annotated[list[str], typer.Argument(help="image ids to pin")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Pin a golden set (immutable; pin a new name to change it)."""
+    doc = _request("PUT", url, _token(token, "operator"), f"/v1/golden-sets/{name}", json={"image_ids": image_ids})
+    typer.echo(f"golden set {doc['name']!r}: {len(doc['image_ids'])} images, pinned by {doc['pinned_by']}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inspector import errors as domain
 from inspector.api.auth import Forbidden, Unauthorized
+from inspector.datasets import DatasetError
 from inspector.api.middleware import BodyTooLarge
 from storage import StoreError, Unavailable
 
@@ -29,6 +30,7 @@ DOMAIN_STATUS: dict[type[domain.InspectorError], int] = {
     domain.InvalidClassName: 422,
     domain.ImageNotFound: 404,
     domain.IngestFailed: 409,
+    DatasetError: 422,
 }
 # Codes whose status is not the default of their error type.
 CODE_STATUS = {
@@ -36,6 +38,8 @@ CODE_STATUS = {
     "version_not_found": 404,
     "snapshot_not_found": 404,
     "invalid_parent": 422,
+    "golden_set_exists": 409,
+    "empty_snapshot": 409,
 }
 HTTP_CODES = {
     400: "bad_request",

@@ -48,3 +48,24 @@ def test_an_unknown_run_is_404(client):
     response = client.get("/v1/training-runs/20260101T000000-abcdef", headers=OPERATOR)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "run_not_found"
+
+
+def test_snapshots_and_golden_sets(client, store):
+    from tests.factories import fill_store
+
+    empty = client.post("/v1/snapshots", headers=OPERATOR)
+    assert (empty.status_code, empty.json()["error"]["code"]) == (409, "empty_snapshot")
+    ids = fill_store(store, 12, mix={"ok": 0.5, "pit": 0.5}, seed=1, size=32)
+    pinned = client.put("/v1/golden-sets/week1", headers=OPERATOR, json={"image_ids": ids[:3]})
+    assert pinned.status_code == 200 and pinned.json()["pinned_by"] == "alice"
+    clash = client.put("/v1/golden-sets/week1", headers=OPERATOR, json={"image_ids": ids[3:5]})
+    assert clash.status_code == 409
+    unknown = client.put("/v1/golden-sets/week2", headers=OPERATOR, json={"image_ids": ["0" * 64]})
+    assert unknown.status_code == 404
+    snapshot = client.post("/v1/snapshots", headers=OPERATOR).json()
+    assert snapshot["total"] == 12 and snapshot["golden_sets"] == ["week1"]
+    assert sum(snapshot["counts"]["heldout"].values()) >= 3
+    assert "heldout" in snapshot["table"]
+    again = client.get(f"/v1/snapshots/{snapshot['snapshot_id']}", headers=OPERATOR).json()
+    assert again["counts"] == snapshot["counts"]
+    assert client.get("/v1/snapshots/nope", headers=OPERATOR).status_code == 404
