@@ -18,9 +18,12 @@ fails when there is any, or when the store's record count differs from the accep
 count. CPU seconds per process group (client, API, ingest worker, S3 server, kernel
 threads, everything else) are sampled from /proc around each window, to show where the
 time goes on a small machine where all of them share the cores, and whether something
-outside the benchmark competed for them.
+outside the benchmark competed for them. Before starting, it waits for the machine to be
+quiet; each phase's objects (gigabytes) are deleted once counted. Results and the machine
+go to bench/results/ingest-<timestamp>.json; BENCHMARKS.md records and explains them.
 
     .venv/bin/python bench/ingest.py              # both backends, 4 and 16 clients
+    .venv/bin/python bench/ingest.py --concurrency 1,4,16 --backends local
     .venv/bin/python bench/ingest.py --help
 """
 
@@ -616,6 +619,7 @@ class Options:
     drain_timeout: float
     seed: int
     quiet_timeout: float
+    service_env: dict[str, str]
 
 
 def measure(
@@ -724,7 +728,7 @@ def bench_service(
     """POST /v1/images against `inspector run` on this backend, at each concurrency."""
     rows, problems = [], []
     env, store = backend.service_env(workdir / "data")
-    service = Service(env, workdir)
+    service = Service({**cfg.service_env, **env}, workdir)
     op = HttpUpload(service.base_url, pool, tag)
     seqs = itertools.count()
     accepted = 0
@@ -890,6 +894,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--seed", type=int, default=0, help="simulator seed")
     parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for `inspector run` and its processes only (repeatable), "
+        "e.g. MALLOC_MMAP_THRESHOLD_=33554432",
+    )
+    parser.add_argument(
         "--quiet-timeout",
         type=float,
         default=600.0,
@@ -906,6 +918,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("--concurrency is like 4,16 and --size like 1152x864")
     if min(concurrency) < 1 or args.duration <= 0 or args.pool < 1:
         parser.error("--concurrency, --duration and --pool must be positive")
+    service_env = dict(item.partition("=")[::2] for item in args.service_env)
+    if any(not name or name.startswith("INSPECTOR_") for name in service_env):
+        parser.error("--service-env takes NAME=VALUE, and not INSPECTOR_* (the bench sets those)")
     return Options(
         backends,
         concurrency,
@@ -916,6 +931,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         args.drain_timeout,
         args.seed,
         args.quiet_timeout,
+        service_env,
     )
 
 
