@@ -87,12 +87,49 @@ def _other_benchmarks() -> list[str]:
 
 
 def wait_for_quiet_machine(poll: float = 30.0, log: Any = print) -> float:
-    """Block until no other benchmark runs (polling every ``poll`` s); seconds waited."""
+    """Block until no other benchmark runs (polling every ``poll`` s); seconds waited.
+
+    Called before a run and again between epochs or measurements: a benchmark that starts
+    while this one runs (bench/ingest.py waits for an idle machine) gets the machine to
+    itself, and the time paused is left out of this one's timings.
+    """
     started = time.monotonic()
     while others := _other_benchmarks():
-        log(f"waiting: another benchmark is running ({others[0]}); next check in {poll:.0f} s")
+        log(
+            f"waiting: another benchmark is running ({others[0][:100]}); next check in {poll:.0f} s"
+        )
         time.sleep(poll)
     return time.monotonic() - started
+
+
+class CpuWindow:
+    """Cores used over a window by this process and by everything else on the machine
+    (the tests or builds of other sessions share these cores too)."""
+
+    def __init__(self) -> None:
+        self._start = (time.perf_counter(), _machine_busy(), _own_cpu())
+
+    def cores(self) -> dict[str, float]:
+        """{"own": cores this process used, "others": cores the rest of the machine used}."""
+        wall, busy, own = self._start
+        wall = time.perf_counter() - wall
+        used_own = _own_cpu() - own
+        used_all = _machine_busy() - busy
+        return {
+            "own": round(used_own / wall, 2),
+            "others": round(max(0.0, used_all - used_own) / wall, 2),
+        }
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (not idle, not waiting on I/O)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 # --- NEU --------------------------------------------------------------------------------

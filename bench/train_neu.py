@@ -153,7 +153,7 @@ def train_candidate(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    log = epoch_log(args.budget_minutes * 60)
+    log = epoch_log(args.budget_minutes * 60, cooperative=not args.no_wait)
     callbacks: list[keras.callbacks.Callback] = [
         log,
         keras.callbacks.EarlyStopping(
@@ -167,7 +167,7 @@ def train_candidate(
             )
         )
     weights = class_weights([i.label for i in by_split["train"]], len(classes))
-    started = time.perf_counter()
+    started, window = time.perf_counter(), common.CpuWindow()
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -176,7 +176,8 @@ def train_candidate(
         callbacks=callbacks,
         verbose=0,
     )
-    train_s = time.perf_counter() - started
+    train_s = time.perf_counter() - started - log.paused_s
+    cores = window.cores()
     val_losses = history.history["val_loss"]
     best_epoch = int(np.argmin(val_losses)) + 1
 
@@ -197,6 +198,7 @@ def train_candidate(
             ]
         )
         served_pred = np.argmax(probs, axis=1)
+        paused = 0.0 if args.no_wait else common.wait_for_quiet_machine()
         latency = serving_speed(serving, encoded, args.latency_runs)
         saved_bytes = dir_bytes(export_dir)
     finally:
@@ -217,6 +219,9 @@ def train_candidate(
         "epochs_run": len(val_losses),
         "best_epoch": best_epoch,
         "stopped_by_budget": log.stopped_by_budget,
+        "paused_for_other_benchmarks_s": round(log.paused_s + paused, 1),
+        "training_cores_own": cores["own"],
+        "training_cores_others": cores["others"],
         "epoch_s_median": round(statistics.median(log.epoch_s), 2),
         "first_epoch_s": round(log.epoch_s[0], 2),
         "train_images_per_s": round(
@@ -229,7 +234,7 @@ def train_candidate(
     }
 
 
-def epoch_log(budget_s: float) -> Any:
+def epoch_log(budget_s: float, cooperative: bool) -> Any:
     """A Keras callback: epoch wall times, a line per epoch, and a stop when the training
     time budget is spent (built here so that ``--help`` does not import TensorFlow)."""
     import keras
@@ -240,6 +245,7 @@ def epoch_log(budget_s: float) -> Any:
             self.budget_s = budget_s
             self.epoch_s: list[float] = []
             self.stopped_by_budget = False
+            self.paused_s = 0.0  # waiting for another benchmark: not training time
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             self._start = time.perf_counter()
@@ -258,9 +264,11 @@ def epoch_log(budget_s: float) -> Any:
                 f"val_acc {logs.get('val_accuracy', 0):.4f}  lr {float(np.asarray(lr)):.2e}",
                 flush=True,
             )
-            if time.perf_counter() - self._start > self.budget_s:
+            if time.perf_counter() - self._start - self.paused_s > self.budget_s:
                 self.stopped_by_budget = True
                 self.model.stop_training = True
+            if cooperative:
+                self.paused_s += common.wait_for_quiet_machine()
 
     return _EpochLog(budget_s)
 
@@ -348,7 +356,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-runs", type=int, default=100, help="batch-1 calls timed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--no-wait", action="store_true", help="do not wait for other benchmarks to end"
+        "--no-wait", action="store_true", help="do not wait for (or pause during) other benchmarks"
     )
     return parser.parse_args(argv)
 

@@ -29,11 +29,13 @@ classes_app = typer.Typer(
 )
 images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: versions, reports, approvals, rollback.", no_args_is_help=True)
 golden_app = typer.Typer(help="Golden sets: images always held out and scored on their own.", no_args_is_help=True)
 app.add_typer(classes_app, name="classes")
 app.add_typer(images_app, name="images")
 app.add_typer(runs_app, name="runs")
 app.add_typer(golden_app, name="golden")
+app.add_typer(models_app, name="models")
 
 WORKER_QUEUES = ("ingest", "inference", "train", "registry")
 # TensorFlow is not fork-safe: the queues that will run models use one process, no fork.
@@ -500,6 +502,128 @@ def golden_pin(
     """Pin a golden set (immutable; pin a new name to change it)."""
     doc = _request("PUT", url, _token(token, "operator"), f"/v1/golden-sets/{name}", json={"image_ids": image_ids})
     typer.echo(f"golden set {doc['name']!r}: {len(doc['image_ids'])} images, pinned by {doc['pinned_by']}")
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+ModelOpt = Annotated[str, typer.Option("--model", envvar="INSPECTOR_MODEL_NAME", help="model name")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded in the audit log)")]
+
+
+@models_app.command("list")
+def models_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Every version with its state, aliases and the gate's verdict."""
+    doc = _request("GET", url, _token(token, "operator"), "/v1/models")
+    for row in doc["versions"]:
+        if row["version"] is None:
+            typer.echo(f"{'-':>4}  {'training':<18} run {row['run_id']} by {row['requested_by']}")
+            continue
+        aliases = f"[{', '.join(row['aliases'])}] " if row["aliases"] else ""
+        accuracy = (row.get("heldout") or {}).get("accuracy")
+        verdict = (row.get("report") or {}).get("sentence", "")
+        typer.echo(f"v{row['version']:<3}  {row['state']:<18} {aliases}acc {accuracy}  {verdict}")
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[int, typer.Argument(help="version number")],
+    model: ModelOpt = "inspector",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """A version: state, data, and its report (metrics beside production, every gate check)."""
+    from inspector.gating import Check, summarize
+
+    secret = _token(token, "operator")
+    view = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}")
+    typer.echo(f"version {version}: {view['state']} {' '.join(view['aliases'])}")
+    typer.echo(f"classes: {', '.join(view['classes'] or [])}; parent: {view['parent_version']}; snapshot {view['snapshot_id']}")
+    if "report" not in view:
+        typer.echo("not assessed yet")
+        return
+    report = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}/report")
+    candidate = report["candidate"]["slices"]["heldout"]
+    production = (report.get("production") or {}).get("slices", {}).get("heldout")
+    typer.echo(f"\n{'held-out':<22}{'candidate':>12}{'production':>12}")
+    for key in ("count", "accuracy", "macro_f1", "escape_rate", "false_reject_rate", "ece"):
+        theirs = production[key] if production else "-"
+        typer.echo(f"{key:<22}{candidate[key]:>12}{theirs:>12}")
+    typer.echo("\n" + summarize([Check(**c) for c in report["decision"]["checks"]]))
+    typer.echo(f"\ninfra check: {'ok' if report['infra_check'].get('ok') else report['infra_check'].get('error')}")
+    typer.echo(report["sentence"])
+    typer.echo(f"report page: {url.rstrip('/')}/v1/models/{model}/versions/{version}/report.html")
+
+
+@models_app.command("approve")
+def models_approve(
+    version: Annotated[int, typer.Argument(help="version number")],
+    reason: ReasonOpt,
+    override: Annotated[bool, typer.Option(help="admins: promote a version that failed the gate")] = False,
+    model: ModelOpt = "inspector",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Approve a candidate: it becomes production (operators; --override needs an admin)."""
+    secret = _token(token, "admin" if override else "operator")
+    doc = _request(
+        "POST", url, secret, f"/v1/models/{model}/versions/{version}:approve",
+        json={"reason": reason, "override": override},
+    )
+    typer.echo(f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})")
+
+
+@models_app.command("reject")
+def models_reject(
+    version: Annotated[int, typer.Argument(help="version number")],
+    reason: ReasonOpt,
+    model: ModelOpt = "inspector",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Reject a candidate (operators)."""
+    doc = _request(
+        "POST", url, _token(token, "operator"), f"/v1/models/{model}/versions/{version}:reject", json={"reason": reason}
+    )
+    typer.echo(f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})")
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+    version: Annotated[int, typer.Argument(help="version number")],
+    model: ModelOpt = "inspector",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Assess a candidate again, against the current production model."""
+    _request("POST", url, _token(token, "operator"), f"/v1/models/{model}/versions/{version}:evaluate")
+    typer.echo(f"version {version} queued for a new assessment; see `inspector models show {version}`")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    reason: ReasonOpt,
+    model: ModelOpt = "inspector",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Put the previous production version back, in one step."""
+    doc = _request("POST", url, _token(token, "operator"), f"/v1/models/{model}:rollback", json={"reason": reason})
+    typer.echo(
+        f"production is version {doc['aliases'].get('production')} again "
+        f"(was {doc['event']['production_before']}; audit #{doc['event']['seq']})"
+    )
+
+
+@app.command()
+def audit(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Every registry change: who, when, from → to, reason, report."""
+    for event in _request("GET", url, _token(token, "operator"), "/v1/audit"):
+        typer.echo(
+            f"#{event['seq']:<4} {event['at'][:19]}  {event['actor']:<14} {event['action']:<12} "
+            f"v{event['version']} {event['from_state']} → {event['to_state']}"
+            f"{'  (override)' if event.get('override') else ''}  report {event.get('report_id') or '-'}"
+            f"  reason: {event['reason']}"
+        )
 
 
 @app.command()

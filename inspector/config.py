@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     train_channels: Literal[1, 3] = 3
     train_epochs: int = Field(30, ge=1)
 
+    # --- promotion ----------------------------------------------------------------------
+    gate_policy: str = Field("", description="path of the gate policy (TOML); empty: nothing is blessed")
+    auto_promote: bool = Field(False, description="promote a blessed candidate without an approval")
+    infra_check_timeout_seconds: float = Field(180.0, gt=0)
+    model_name: str = Field("inspector", description="the model's name in the TF Serving-style API")
+
     @field_validator("tokens")
     @classmethod
     def _tokens_parse(cls, value: str) -> str:

@@ -209,6 +209,7 @@ def fit_and_export(
             monitor="val_loss" if val_ds is not None else "loss",
             patience=config.patience,
             restore_best_weights=True,
+            start_from_epoch=min(config.early_stopping_from_epoch, config.epochs - 1),
         ),
         keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False),
     ]

@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     epochs: int = Field(30, ge=1, le=1000)
     patience: int = Field(6, ge=1)
+    # Batch-norm statistics lag in the first epochs, when the validation loss of a still
+    # uniform model can look best: early stopping watches only from this epoch on.
+    early_stopping_from_epoch: int = Field(3, ge=0)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     fine_tune_learning_rate: float = Field(3e-4, gt=0, le=1)
     replay_per_class: int = Field(200, ge=0)

@@ -20,6 +20,7 @@ TASK_INGEST = "inspector.ingest_image"
 TASK_RECONCILE = "inspector.reconcile_ingest"
 TASK_TRAIN = "inspector.train"
 TASK_NIGHTLY = "inspector.nightly_training"
+TASK_ASSESS = "inspector.assess"
 
 
 def cron_schedule(spec: str) -> crontab:
@@ -52,6 +53,7 @@ def make_celery(settings: Settings) -> Celery:
             TASK_RECONCILE: {"queue": "ingest"},
             TASK_TRAIN: {"queue": "train"},
             TASK_NIGHTLY: {"queue": "train"},
+            TASK_ASSESS: {"queue": "train"},
         },
         task_serializer="json",
         result_serializer="json",

@@ -12,11 +12,18 @@ from typing import Any
 from celery.exceptions import Reject
 from celery.signals import worker_process_init
 
-from inspector import ingest, training
+from inspector import gating, ingest, promotion, training
 from inspector.config import get_settings, open_configured_store
 from inspector.errors import IngestFailed
 from storage import ObjectStore, Unavailable
-from workers.celery_app import TASK_INGEST, TASK_NIGHTLY, TASK_RECONCILE, TASK_TRAIN, get_celery
+from workers.celery_app import (
+    TASK_ASSESS,
+    TASK_INGEST,
+    TASK_NIGHTLY,
+    TASK_RECONCILE,
+    TASK_TRAIN,
+    get_celery,
+)
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -94,11 +101,38 @@ def train(self: Any, run_id: str) -> dict[str, Any]:
         redis.set(training.progress_key(run_id), json.dumps(doc), ex=PROGRESS_TTL_SECONDS)
 
     try:
-        return training.execute_run(
+        result = training.execute_run(
             worker_store(), run_id, cache_dir=settings.cache_dir, progress=progress
         )
+        if result["state"] == "succeeded":
+            progress({"phase": "assessing"})
+            report = assess_version(int(result["version"]))
+            result = {**result, "blessed": report["blessed"], "report_id": report["report_id"]}
+        return result
     finally:
         redis.delete(lock)
+
+
+def assess_version(number: int, *, again: bool = False, actor: str = "inspector") -> dict[str, Any]:
+    """Evaluate, gate and infra-check a version with the configured policy."""
+    return promotion.assess(
+        worker_store(),
+        number,
+        policy=gating.load_policy(settings.gate_policy),
+        policy_source=settings.gate_policy,
+        cache_dir=settings.cache_dir,
+        infra_timeout=settings.infra_check_timeout_seconds,
+        auto_promote=settings.auto_promote,
+        again=again,
+        actor=actor,
+    )
+
+
+@app.task(name=TASK_ASSESS)
+def assess(number: int, actor: str = "inspector") -> dict[str, Any]:
+    """Assess a version again (e.g. production changed since its report)."""
+    report = assess_version(number, again=True, actor=actor)
+    return {"version": number, "blessed": report["blessed"], "report_id": report["report_id"]}
 
 
 @app.task(name=TASK_NIGHTLY)

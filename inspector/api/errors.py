@@ -39,6 +39,15 @@ CODE_STATUS = {
     "snapshot_not_found": 404,
     "invalid_parent": 422,
     "golden_set_exists": 409,
+    "report_not_found": 404,
+    "illegal_transition": 409,
+    "registry_busy": 409,
+    "gate_failed": 409,
+    "stale_report": 409,
+    "nothing_to_roll_back": 409,
+    "no_override_needed": 409,
+    "override_needs_admin": 403,
+    "reason_required": 422,
     "empty_snapshot": 409,
 }
 HTTP_CODES = {

@@ -10,7 +10,7 @@ from inspector import records
 from inspector.api import errors
 from inspector.api.middleware import BodySizeLimit
 from inspector.api.queue import CeleryEnqueuer, Enqueuer
-from inspector.api.routes import classes, datasets, health, images, training
+from inspector.api.routes import classes, datasets, health, images, models, training
 from inspector.config import Settings, get_settings, open_configured_store
 from storage import ObjectStore, StoreError
 
@@ -38,7 +38,7 @@ def create_app(
     app.state.store = store or open_configured_store(settings)
     app.state.enqueuer = enqueuer or CeleryEnqueuer(settings)
     errors.install(app)
-    for module in (health, images, classes, datasets, training):
+    for module in (health, images, classes, datasets, training, models):
         app.include_router(module.router)
     try:
         # Seed the vocabulary now, so that no request (not even a rejected one) writes it.

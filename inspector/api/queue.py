@@ -29,6 +29,10 @@ class Enqueuer(Protocol):
         """Queue a requested training run; False if the broker could not take it."""
         ...
 
+    def assess(self, version: int, actor: str) -> bool:
+        """Queue a new assessment of a version; False if the broker could not take it."""
+        ...
+
     def progress(self, key: str) -> dict[str, Any] | None:
         """A progress document workers published, if any."""
         ...
@@ -42,11 +46,12 @@ class CeleryEnqueuer:
     """Sends tasks by name, so the API never imports the task modules (or TensorFlow)."""
 
     def __init__(self, settings: Settings, backoff_seconds: float = 5.0) -> None:
-        from workers.celery_app import TASK_INGEST, TASK_TRAIN, make_celery
+        from workers.celery_app import TASK_ASSESS, TASK_INGEST, TASK_TRAIN, make_celery
 
         self._app = make_celery(settings)
         self._task_ingest = TASK_INGEST
         self._task_train = TASK_TRAIN
+        self._task_assess = TASK_ASSESS
         self._timeout = settings.enqueue_timeout_seconds
         self._backoff = backoff_seconds
         self._down_until = 0.0
@@ -54,19 +59,23 @@ class CeleryEnqueuer:
 
     def ingest(self, image_id: str) -> bool:
         """Queue ``image_id`` on the ingest queue; False (and logged) if the broker is down."""
-        return self._send(self._task_ingest, image_id, "ingest")
+        return self._send(self._task_ingest, "ingest", image_id)
 
     def train(self, run_id: str) -> bool:
         """Queue a training run on the train queue; False (and logged) if the broker is down."""
-        return self._send(self._task_train, run_id, "train")
+        return self._send(self._task_train, "train", run_id)
 
-    def _send(self, task: str, arg: str, queue: str) -> bool:
+    def assess(self, version: int, actor: str) -> bool:
+        """Queue a new assessment of ``version`` on the train queue."""
+        return self._send(self._task_assess, "train", version, actor)
+
+    def _send(self, task: str, queue: str, *args: Any) -> bool:
         if time.monotonic() < self._down_until:
             return False
         try:
             self._app.send_task(
                 task,
-                args=[arg],
+                args=list(args),
                 queue=queue,
                 # No result is awaited: subscribing for one would tie the API to the result
                 # backend's connection, which Celery cannot recover after a Redis outage.
@@ -82,7 +91,7 @@ class CeleryEnqueuer:
                 exc.__class__.__name__,
                 exc,
                 queue,
-                arg,
+                args,
                 self._backoff,
             )
             return False

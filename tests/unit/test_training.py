@@ -10,59 +10,26 @@ import shutil
 import pytest
 
 from inspector import datasets, records, registry, training
-from inspector.training import AugmentConfig, TrainConfig
 from storage.local import LocalStore
 from tests.factories import fill_store
-
-OLD = {"ok": 0.34, "pit": 0.33, "scratch": 0.33}
-FAST = TrainConfig(
-    image_size=32,
-    epochs=14,
-    patience=14,
-    batch_size=32,
-    learning_rate=0.002,
-    fine_tune_learning_rate=0.001,
-    replay_per_class=60,
-    augmentation=AugmentConfig(flip=True, rotation=0, shift=0, brightness=0, contrast=0),
-)
+from tests.training_support import FAST, OLD, copy_store, run
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """A store with 360 labelled, ingested parts of three classes, made once."""
-    root = tmp_path_factory.mktemp("labelled") / "store"
-    fill_store(LocalStore(root), 360, mix=OLD, seed=11, size=48)
-    return root
-
-
-def copy_store(root, tmp_path) -> LocalStore:
-    """A private copy of a prepared store."""
-    shutil.copytree(root, tmp_path / "store")
-    return LocalStore(tmp_path / "store")
+def trained(trained_template, tmp_path_factory):
+    """Version 1 trained and approved as production."""
+    template, result = trained_template
+    root = tmp_path_factory.mktemp("approved") / "store"
+    shutil.copytree(template, root)
+    store = LocalStore(root)
+    for action in ("register", "gate_passed", "approve"):
+        registry.transition(store, result["version"], action, actor="test", role="operator")
+    return root, result
 
 
 @pytest.fixture
-def store(template, tmp_path):
-    return copy_store(template, tmp_path)
-
-
-def run(store, tmp_path, config=FAST, parent="production"):
-    request = training.request_run(store, by="test", config=config, parent=parent)
-    return training.execute_run(store, request["run_id"], cache_dir=tmp_path / "cache")
-
-
-@pytest.fixture(scope="module")
-def trained(template, tmp_path_factory):
-    """The template store after one from-scratch run, copied per test that needs it."""
-    root = tmp_path_factory.mktemp("trained") / "store"
-    shutil.copytree(template, root)
-    store = LocalStore(root)
-    result = run(store, tmp_path_factory.mktemp("cache"))
-    assert result["state"] == "succeeded", result
-    store.put_bytes(
-        "models/aliases/production.json", records.to_json({"version": result["version"]})
-    )
-    return root, result
+def store(labelled_template, tmp_path):
+    return copy_store(labelled_template, tmp_path)
 
 
 def test_a_run_publishes_a_complete_version(trained):

@@ -1,0 +1,35 @@
+"""Shared pieces of the training and promotion tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from inspector import training
+from inspector.training import AugmentConfig, TrainConfig
+from storage.local import LocalStore
+
+OLD = {"ok": 0.34, "pit": 0.33, "scratch": 0.33}
+# Small images (32 px) and few epochs: the tests are about behaviour, not accuracy records.
+FAST = TrainConfig(
+    image_size=32,
+    epochs=14,
+    patience=14,
+    batch_size=32,
+    learning_rate=0.002,
+    fine_tune_learning_rate=0.001,
+    replay_per_class=60,
+    augmentation=AugmentConfig(flip=True, rotation=0, shift=0, brightness=0, contrast=0),
+)
+
+
+def copy_store(root: Path, tmp_path: Path) -> LocalStore:
+    """A private copy of a prepared store."""
+    shutil.copytree(root, tmp_path / "store")
+    return LocalStore(tmp_path / "store")
+
+
+def run(store, tmp_path: Path, config: TrainConfig = FAST, parent: str = "production") -> dict:
+    """Request and execute one training run in-process."""
+    request = training.request_run(store, by="test", config=config, parent=parent)
+    return training.execute_run(store, request["run_id"], cache_dir=tmp_path / "cache")
