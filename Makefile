@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the project with its dev tools
 
+# `make run` judges candidates with the shipped gate policy unless told otherwise; the
+# code's own default is no policy, which blesses nothing.
+run: export INSPECTOR_GATE_POLICY ?= $(CURDIR)/deploy/gate-policy.toml
 run: $(STAMP)  ## start API, workers, beat, embedded Redis and a local store (Ctrl-C stops all)
 	$(BIN)/inspector run
 

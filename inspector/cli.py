@@ -29,8 +29,12 @@ classes_app = typer.Typer(
 )
 images_app = typer.Typer(help="Accepted images.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
-models_app = typer.Typer(help="The model registry: versions, reports, approvals, rollback.", no_args_is_help=True)
-golden_app = typer.Typer(help="Golden sets: images always held out and scored on their own.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: versions, reports, approvals, rollback.", no_args_is_help=True
+)
+golden_app = typer.Typer(
+    help="Golden sets: images always held out and scored on their own.", no_args_is_help=True
+)
 app.add_typer(classes_app, name="classes")
 app.add_typer(images_app, name="images")
 app.add_typer(runs_app, name="runs")
@@ -416,12 +420,16 @@ def train(
     ] = None,
     reason: Annotated[str, typer.Option(help="why, for the record")] = "",
     wait: Annotated[
-        bool, typer.Option(help="follow the run with a progress bar until it ends")
+        bool, typer.Option(help="follow the run and its assessment until they end")
     ] = True,
+    model: Annotated[
+        str, typer.Option("--model", envvar="INSPECTOR_MODEL_NAME", help="model name")
+    ] = "inspector",
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
 ) -> None:
-    """Start a training run now (the train worker runs it) and follow its progress."""
+    """Start a training run now (the train worker runs it), follow its progress, then its
+    assessment against production."""
     import time
 
     overrides = _parse_overrides(set_ or [])
@@ -455,6 +463,20 @@ def train(
         typer.echo(line)
     if run["state"] == "failed":
         raise typer.Exit(1)
+    version = (run.get("result") or {}).get("version")
+    view = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}")
+    while view["state"] == "evaluating":
+        typer.echo(f"\rassessing version {version} against production…", nl=False, err=True)
+        time.sleep(1)
+        view = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}")
+    typer.echo("", err=True)
+    verdict = (view.get("report") or {}).get("sentence", "")
+    typer.echo(f"version {version} is {view['state']}: {verdict}")
+    if view["state"] == "awaiting_approval":
+        typer.echo(
+            f"review it: inspector models show {version}; "
+            f"then inspector models approve {version} --reason …"
+        )
 
 
 @runs_app.command("list")
@@ -500,8 +522,16 @@ def golden_pin(
     token: TokenOpt = None,
 ) -> None:
     """Pin a golden set (immutable; pin a new name to change it)."""
-    doc = _request("PUT", url, _token(token, "operator"), f"/v1/golden-sets/{name}", json={"image_ids": image_ids})
-    typer.echo(f"golden set {doc['name']!r}: {len(doc['image_ids'])} images, pinned by {doc['pinned_by']}")
+    doc = _request(
+        "PUT",
+        url,
+        _token(token, "operator"),
+        f"/v1/golden-sets/{name}",
+        json={"image_ids": image_ids},
+    )
+    typer.echo(
+        f"golden set {doc['name']!r}: {len(doc['image_ids'])} images, pinned by {doc['pinned_by']}"
+    )
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -537,11 +567,17 @@ def models_show(
     secret = _token(token, "operator")
     view = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}")
     typer.echo(f"version {version}: {view['state']} {' '.join(view['aliases'])}")
-    typer.echo(f"classes: {', '.join(view['classes'] or [])}; parent: {view['parent_version']}; snapshot {view['snapshot_id']}")
+    typer.echo(
+        f"classes: {', '.join(view['classes'] or [])}; parent: {view['parent_version']}; "
+        f"snapshot {view['snapshot_id']}"
+    )
     if "report" not in view:
         typer.echo("not assessed yet")
         return
     report = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}/report")
+    if report["candidate"] is None:
+        typer.echo(report["sentence"])
+        return
     candidate = report["candidate"]["slices"]["heldout"]
     production = (report.get("production") or {}).get("slices", {}).get("heldout")
     typer.echo(f"\n{'held-out':<22}{'candidate':>12}{'production':>12}")
@@ -549,7 +585,10 @@ def models_show(
         theirs = production[key] if production else "-"
         typer.echo(f"{key:<22}{candidate[key]:>12}{theirs:>12}")
     typer.echo("\n" + summarize([Check(**c) for c in report["decision"]["checks"]]))
-    typer.echo(f"\ninfra check: {'ok' if report['infra_check'].get('ok') else report['infra_check'].get('error')}")
+    typer.echo(
+        "\ninfra check: "
+        + ("ok" if report["infra_check"].get("ok") else str(report["infra_check"].get("error")))
+    )
     typer.echo(report["sentence"])
     typer.echo(f"report page: {url.rstrip('/')}/v1/models/{model}/versions/{version}/report.html")
 
@@ -558,7 +597,9 @@ def models_show(
 def models_approve(
     version: Annotated[int, typer.Argument(help="version number")],
     reason: ReasonOpt,
-    override: Annotated[bool, typer.Option(help="admins: promote a version that failed the gate")] = False,
+    override: Annotated[
+        bool, typer.Option(help="admins: promote a version that failed the gate")
+    ] = False,
     model: ModelOpt = "inspector",
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
@@ -566,7 +607,10 @@ def models_approve(
     """Approve a candidate: it becomes production (operators; --override needs an admin)."""
     secret = _token(token, "admin" if override else "operator")
     doc = _request(
-        "POST", url, secret, f"/v1/models/{model}/versions/{version}:approve",
+        "POST",
+        url,
+        secret,
+        f"/v1/models/{model}/versions/{version}:approve",
         json={"reason": reason, "override": override},
     )
     typer.echo(f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})")
@@ -582,7 +626,11 @@ def models_reject(
 ) -> None:
     """Reject a candidate (operators)."""
     doc = _request(
-        "POST", url, _token(token, "operator"), f"/v1/models/{model}/versions/{version}:reject", json={"reason": reason}
+        "POST",
+        url,
+        _token(token, "operator"),
+        f"/v1/models/{model}/versions/{version}:reject",
+        json={"reason": reason},
     )
     typer.echo(f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})")
 
@@ -595,8 +643,12 @@ def models_evaluate(
     token: TokenOpt = None,
 ) -> None:
     """Assess a candidate again, against the current production model."""
-    _request("POST", url, _token(token, "operator"), f"/v1/models/{model}/versions/{version}:evaluate")
-    typer.echo(f"version {version} queued for a new assessment; see `inspector models show {version}`")
+    _request(
+        "POST", url, _token(token, "operator"), f"/v1/models/{model}/versions/{version}:evaluate"
+    )
+    typer.echo(
+        f"version {version} queued for a new assessment; see `inspector models show {version}`"
+    )
 
 
 @models_app.command("rollback")
@@ -607,7 +659,13 @@ def models_rollback(
     token: TokenOpt = None,
 ) -> None:
     """Put the previous production version back, in one step."""
-    doc = _request("POST", url, _token(token, "operator"), f"/v1/models/{model}:rollback", json={"reason": reason})
+    doc = _request(
+        "POST",
+        url,
+        _token(token, "operator"),
+        f"/v1/models/{model}:rollback",
+        json={"reason": reason},
+    )
     typer.echo(
         f"production is version {doc['aliases'].get('production')} again "
         f"(was {doc['event']['production_before']}; audit #{doc['event']['seq']})"
@@ -621,7 +679,8 @@ def audit(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
         typer.echo(
             f"#{event['seq']:<4} {event['at'][:19]}  {event['actor']:<14} {event['action']:<12} "
             f"v{event['version']} {event['from_state']} → {event['to_state']}"
-            f"{'  (override)' if event.get('override') else ''}  report {event.get('report_id') or '-'}"
+            f"{'  (override)' if event.get('override') else ''}"
+            f"  report {event.get('report_id') or '-'}"
             f"  reason: {event['reason']}"
         )
 

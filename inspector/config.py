@@ -140,10 +140,24 @@ class Settings(BaseSettings):
     train_epochs: int = Field(30, ge=1)
 
     # --- promotion ----------------------------------------------------------------------
-    gate_policy: str = Field("", description="path of the gate policy (TOML); empty: nothing is blessed")
+    gate_policy: str = Field(
+        "", description="path of the gate policy (TOML); empty: nothing is blessed"
+    )
     auto_promote: bool = Field(False, description="promote a blessed candidate without an approval")
     infra_check_timeout_seconds: float = Field(180.0, gt=0)
     model_name: str = Field("inspector", description="the model's name in the TF Serving-style API")
+
+    @field_validator("gate_policy")
+    @classmethod
+    def _gate_policy_parses(cls, value: str) -> str:
+        # A broken policy file must stop the service at start, not leave candidates stuck.
+        from inspector.gating import PolicyError, load_policy
+
+        try:
+            load_policy(value)
+        except PolicyError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("tokens")
     @classmethod

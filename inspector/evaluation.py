@@ -29,7 +29,9 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> float:
     """Σ over confidence bins of |accuracy − mean confidence| × share of images."""
     if len(confidence) == 0:
         return 0.0
@@ -69,7 +71,13 @@ def classification_metrics(
     supported = [stats["f1"] for stats in per_class.values() if stats["support"]]
     defective = [i for i, t in enumerate(labels) if t not in ok]
     good = [i for i, t in enumerate(labels) if t in ok]
-    matrix = [[sum(1 for p, t in zip(predicted, labels, strict=True) if t == row and p == col) for col in names] for row in names]
+    matrix = [
+        [
+            sum(1 for p, t in zip(predicted, labels, strict=True) if t == row and p == col)
+            for col in names
+        ]
+        for row in names
+    ]
     return {
         "count": len(labels),
         "accuracy": _rate(int(correct.sum()), len(labels)),
@@ -106,7 +114,9 @@ def score_version(
     from inspector.export import ServingModel  # TensorFlow: train worker only
 
     doc = registry.get_version(store, number)
-    saved = registry.download_directory(store, number, "saved_model", work_dir / f"v{number}" / "saved_model")
+    saved = work_dir / f"v{number}" / "saved_model"
+    if not (saved / "saved_model.pb").exists():
+        registry.download_directory(store, number, "saved_model", saved)
     serving = ServingModel(saved)
     ids = sorted({e.image_id for entries in parts.values() for e in entries})
     probabilities: dict[str, np.ndarray] = {}
@@ -128,8 +138,16 @@ def score_version(
         "slices": {},
     }
     for name, entries in parts.items():
-        probs = np.stack([probabilities[e.image_id] for e in entries]) if entries else np.zeros((0, len(doc["classes"])))
+        probs = (
+            np.stack([probabilities[e.image_id] for e in entries])
+            if entries
+            else np.zeros((0, len(doc["classes"])))
+        )
         result["slices"][name] = classification_metrics(
-            [e.image_id for e in entries], [e.label for e in entries], probs, doc["classes"], ok_classes=ok_classes
+            [e.image_id for e in entries],
+            [e.label for e in entries],
+            probs,
+            doc["classes"],
+            ok_classes=ok_classes,
         )
     return result

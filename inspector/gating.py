@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,10 +80,12 @@ class Policy:
 
 def _section(doc: Mapping[str, Any], name: str, cls: type) -> Any:
     raw = doc.get(name, {})
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = set(raw) - known
     if unknown:
-        raise PolicyError(f"gate policy [{name}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        raise PolicyError(
+            f"gate policy [{name}] has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+        )
     return cls(**raw)
 
 
@@ -162,11 +164,18 @@ def _floor_checks(metrics: Mapping[str, Any], floors: Floors, slice_name: str) -
     for metric, floor in (("accuracy", floors.accuracy), ("macro_f1", floors.macro_f1)):
         if floor is not None:
             value = float(metrics[metric])
-            checks.append(Check(metric, slice_name, floor, value, value >= floor, f"{metric} ≥ {floor}"))
-    for metric, ceiling in (("escape_rate", floors.max_escape_rate), ("false_reject_rate", floors.max_false_reject_rate)):
+            checks.append(
+                Check(metric, slice_name, floor, value, value >= floor, f"{metric} ≥ {floor}")
+            )
+    for metric, ceiling in (
+        ("escape_rate", floors.max_escape_rate),
+        ("false_reject_rate", floors.max_false_reject_rate),
+    ):
         if ceiling is not None:
             value = float(metrics[metric])
-            checks.append(Check(metric, slice_name, ceiling, value, value <= ceiling, f"{metric} ≤ {ceiling}"))
+            checks.append(
+                Check(metric, slice_name, ceiling, value, value <= ceiling, f"{metric} ≤ {ceiling}")
+            )
     return checks
 
 
@@ -175,8 +184,14 @@ def _change_checks(c: Mapping[str, Any], p: Mapping[str, Any], change: Change) -
     if change.max_accuracy_drop is not None:
         delta = float(c["accuracy"]) - float(p["accuracy"])
         checks.append(
-            Check("accuracy_change", HELDOUT, -change.max_accuracy_drop, delta, delta >= -change.max_accuracy_drop,
-                  f"candidate − production accuracy ≥ −{change.max_accuracy_drop}")
+            Check(
+                "accuracy_change",
+                HELDOUT,
+                -change.max_accuracy_drop,
+                delta,
+                delta >= -change.max_accuracy_drop,
+                f"candidate − production accuracy ≥ −{change.max_accuracy_drop}",
+            )
         )
     for metric, limit in (
         ("escape_rate", change.max_escape_rate_increase),
@@ -185,8 +200,14 @@ def _change_checks(c: Mapping[str, Any], p: Mapping[str, Any], change: Change) -
         if limit is not None:
             delta = float(c[metric]) - float(p[metric])
             checks.append(
-                Check(f"{metric}_change", HELDOUT, limit, delta, delta <= limit,
-                      f"candidate − production {metric} ≤ {limit}")
+                Check(
+                    f"{metric}_change",
+                    HELDOUT,
+                    limit,
+                    delta,
+                    delta <= limit,
+                    f"candidate − production {metric} ≤ {limit}",
+                )
             )
     return checks
 
@@ -199,8 +220,14 @@ def _recall_checks(c: Mapping[str, Any], p: Mapping[str, Any], max_drop: float) 
             continue
         delta = float(theirs["recall"]) - float(stats["recall"])
         checks.append(
-            Check("recall_change", f"class:{label}", -max_drop, delta, delta >= -max_drop,
-                  f"candidate − production recall of {label} ≥ −{max_drop}")
+            Check(
+                "recall_change",
+                f"class:{label}",
+                -max_drop,
+                delta,
+                delta >= -max_drop,
+                f"candidate − production recall of {label} ≥ −{max_drop}",
+            )
         )
     return checks
 
@@ -209,11 +236,17 @@ def _significance(
     c: Mapping[str, Any], p: Mapping[str, Any], rule: Significance
 ) -> tuple[Check, dict[str, float]]:
     if list(c["image_ids"]) != list(p["image_ids"]):
-        raise InspectorError("candidate and production were scored on different images", code="unpaired")
+        raise InspectorError(
+            "candidate and production were scored on different images", code="unpaired"
+        )
     only_candidate = sum(1 for a, b in zip(c["correct"], p["correct"], strict=True) if a and not b)
     only_production = sum(1 for a, b in zip(c["correct"], p["correct"], strict=True) if b and not a)
     p_value = mcnemar_exact(only_candidate, only_production)
-    stats = {"only_candidate_right": only_candidate, "only_production_right": only_production, "p_value": p_value}
+    stats = {
+        "only_candidate_right": only_candidate,
+        "only_production_right": only_production,
+        "p_value": p_value,
+    }
     if rule.require == "better":
         passed = only_candidate > only_production and p_value < rule.alpha
         text = f"McNemar: candidate better than production with p < {rule.alpha}"
@@ -224,8 +257,14 @@ def _significance(
 
 
 def _describe(check: Check) -> str:
-    percent = check.metric.endswith("rate") or "accuracy" in check.metric or "recall" in check.metric
-    fmt = (lambda v: f"{v:+.1%}" if "change" in check.metric else f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
+    percent = (
+        check.metric.endswith("rate") or "accuracy" in check.metric or "recall" in check.metric
+    )
+    fmt = (
+        (lambda v: f"{v:+.1%}" if "change" in check.metric else f"{v:.1%}")
+        if percent
+        else (lambda v: f"{v:.3g}")
+    )
     where = "" if check.slice == HELDOUT else f" on {check.slice}"
     return f"{check.metric.replace('_', ' ')}{where} is {fmt(check.observed)} (rule: {check.rule})"
 
@@ -242,9 +281,12 @@ def decide(
     ``golden:<name>``) to metrics as :mod:`inspector.evaluation` computes them."""
     if policy is None:
         return GateDecision(
-            False, "no_policy",
-            "Not blessed: no gate policy is configured (set INSPECTOR_GATE_POLICY to a policy file).",
-            candidate_version=candidate_version, baseline_version=baseline_version,
+            False,
+            "no_policy",
+            "Not blessed: no gate policy is configured "
+            "(set INSPECTOR_GATE_POLICY to a policy file).",
+            candidate_version=candidate_version,
+            baseline_version=baseline_version,
         )
     held = candidate[HELDOUT]
     checks = _floor_checks(held, policy.floors, HELDOUT)
@@ -263,21 +305,38 @@ def decide(
             checks.append(check)
     if not checks:
         return GateDecision(
-            False, "no_policy", "Not blessed: the gate policy has no checks that apply.",
-            candidate_version=candidate_version, baseline_version=baseline_version,
+            False,
+            "no_policy",
+            "Not blessed: the gate policy has no checks that apply.",
+            candidate_version=candidate_version,
+            baseline_version=baseline_version,
         )
     failed = [c for c in checks if not c.passed]
-    mode: Literal["floors_only", "against_production"] = "against_production" if production else "floors_only"
+    mode: Literal["floors_only", "against_production"] = (
+        "against_production" if production else "floors_only"
+    )
     prefix = "" if production else "No production model yet: judged on absolute floors only. "
     versus = f" against production v{baseline_version}" if production and baseline_version else ""
     if failed:
-        more = f" (and {len(failed) - 1} more failed check{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+        more = (
+            f" (and {len(failed) - 1} more failed check{'s' if len(failed) > 2 else ''})"
+            if len(failed) > 1
+            else ""
+        )
         sentence = f"{prefix}Not blessed: {_describe(failed[0])}{more}."
     else:
-        sentence = f"{prefix}Blessed: passes all {len(checks)} checks{versus} on {held['count']} held-out images."
+        sentence = (
+            f"{prefix}Blessed: passes all {len(checks)} checks{versus} "
+            f"on {held['count']} held-out images."
+        )
     return GateDecision(
-        not failed, mode, sentence, tuple(checks),
-        candidate_version=candidate_version, baseline_version=baseline_version, mcnemar=mcnemar,
+        not failed,
+        mode,
+        sentence,
+        tuple(checks),
+        candidate_version=candidate_version,
+        baseline_version=baseline_version,
+        mcnemar=mcnemar,
     )
 
 

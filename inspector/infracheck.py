@@ -37,7 +37,11 @@ def check(saved_model: Path, warmup: Path) -> dict[str, Any]:
         outputs = serving.predict_bytes(images)
     except Exception as exc:
         return {"ok": False, "load_seconds": loaded, "error": f"cannot serve: {str(exc)[:300]}"}
-    diff = float(np.abs(outputs["probabilities"] - np.asarray(doc["probabilities"])).max()) if images else 0.0
+    diff = (
+        float(np.abs(outputs["probabilities"] - np.asarray(doc["probabilities"])).max())
+        if images
+        else 0.0
+    )
     labels = [label.decode() for label in outputs["label"]]
     ok = diff <= TOLERANCE and labels == doc["labels"]
     return {
@@ -45,7 +49,9 @@ def check(saved_model: Path, warmup: Path) -> dict[str, Any]:
         "load_seconds": round(loaded, 3),
         "requests": len(images),
         "max_abs_diff": diff,
-        "error": None if ok else f"warm-up outputs differ from the recorded ones (max |Δ| {diff:.3g})",
+        "error": None
+        if ok
+        else f"warm-up outputs differ from the recorded ones (max |Δ| {diff:.3g})",
     }
 
 
@@ -64,7 +70,10 @@ def run_isolated(saved_model: Path, warmup: Path, timeout: float) -> dict[str, A
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"ok": False, "error": f"the check process failed (exit {done.returncode}): {' | '.join(tail)}"}
+        return {
+            "ok": False,
+            "error": f"the check process failed (exit {done.returncode}): {' | '.join(tail)}",
+        }
     result = dict(json.loads(lines[-1]))
     result["seconds"] = round(time.monotonic() - started, 3)
     return result

@@ -22,7 +22,7 @@ from typing import Any
 
 from inspector import datasets, evaluation, gating, records, registry
 from inspector.errors import InspectorError
-from storage import NotFound, ObjectStore
+from storage import NotFound, ObjectStore, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ def _ok_classes(store: ObjectStore) -> set[str]:
     return {c.name for c in records.list_classes(store) if not c.defect}
 
 
-def _images(store: ObjectStore, parts: dict[str, list[datasets.ManifestEntry]], cache_dir: Path) -> dict[str, bytes]:
+def _images(
+    store: ObjectStore, parts: dict[str, list[datasets.ManifestEntry]], cache_dir: Path
+) -> dict[str, bytes]:
     from inspector.pipeline_data import fetch_to_cache  # TensorFlow: train worker only
 
     entries = {e.image_id: e for group in parts.values() for e in group}
@@ -75,42 +77,65 @@ def assess(
     """
     state = registry.read_state(store)
     if number not in state.states:
-        registry.transition(store, number, "register", actor="inspector", role="system", reason="training finished")
+        registry.transition(
+            store, number, "register", actor="inspector", role="system", reason="training finished"
+        )
     elif state.state_of(number) != "evaluating":
         existing = latest_report(store, number)
         if not again and existing is not None:
             return existing
-        registry.transition(store, number, "reevaluate", actor=actor, role="system", reason="assess again")
+        registry.transition(
+            store, number, "reevaluate", actor=actor, role="system", reason="assess again"
+        )
     doc = registry.get_version(store, number)
     snapshot = datasets.load_snapshot(store, doc["snapshot_id"])
     parts = evaluation.slices(snapshot)
     production = registry.alias(store, "production")
     work_dir = Path(tempfile.mkdtemp(prefix=f"inspector-assess-{number}-"))
+    candidate = baseline = None
+    decision: gating.GateDecision | None = None
     try:
-        images = _images(store, parts, cache_dir)
-        ok_classes = _ok_classes(store)
-        candidate = evaluation.score_version(store, number, images, parts, work_dir, ok_classes=ok_classes)
-        baseline = (
-            evaluation.score_version(store, production, images, parts, work_dir, ok_classes=ok_classes)
-            if production is not None and production != number
-            else None
-        )
-        decision = gating.decide(
-            candidate["slices"],
-            baseline["slices"] if baseline else None,
-            policy,
-            candidate_version=number,
-            baseline_version=baseline["version"] if baseline else None,
-        )
+        # The infra check first, in its own process: a SavedModel that cannot load or
+        # serve is never loaded into this worker.
         from inspector.infracheck import run_isolated
 
-        saved = work_dir / f"v{number}" / "saved_model"
+        saved = registry.download_directory(
+            store, number, "saved_model", work_dir / f"v{number}" / "saved_model"
+        )
         warmup = registry.download_file(store, number, "warmup.json", work_dir / "warmup.json")
         infra = run_isolated(saved, warmup, infra_timeout)
+        if infra.get("ok"):
+            images = _images(store, parts, cache_dir)
+            ok_classes = _ok_classes(store)
+            candidate = evaluation.score_version(
+                store, number, images, parts, work_dir, ok_classes=ok_classes
+            )
+            baseline = (
+                evaluation.score_version(
+                    store, production, images, parts, work_dir, ok_classes=ok_classes
+                )
+                if production is not None and production != number
+                else None
+            )
+            decision = gating.decide(
+                candidate["slices"],
+                baseline["slices"] if baseline else None,
+                policy,
+                candidate_version=number,
+                baseline_version=baseline["version"] if baseline else None,
+            )
+    except Unavailable:
+        raise  # transient: the task is retried and assesses again
+    except Exception as exc:  # whatever breaks, the version must not stay "evaluating"
+        log.exception("assessing version %d failed", number)
+        infra = {"ok": False, "error": f"the candidate could not be evaluated: {exc}"}
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    blessed = decision.blessed and bool(infra.get("ok"))
-    sentence = decision.sentence if infra.get("ok") else f"Not blessed: the infra check failed: {infra.get('error')}."
+    blessed = bool(decision and decision.blessed and infra.get("ok"))
+    if decision is not None:
+        sentence = decision.sentence
+    else:
+        sentence = f"Not blessed: the infra check failed: {infra.get('error')}."
     report_id = f"{records.now_utc():%Y%m%dT%H%M%S}-v{number}"
     report = {
         "report_id": report_id,
@@ -121,20 +146,33 @@ def assess(
         "policy_source": policy_source,
         "candidate": candidate,
         "production": baseline,
-        "decision": decision.to_doc(),
+        "decision": decision.to_doc() if decision else None,
         "infra_check": infra,
         "blessed": blessed,
         "sentence": sentence,
     }
     store.put_if_absent(report_key(number, report_id), records.to_json(report), "application/json")
     action = "gate_passed" if blessed else "gate_failed"
-    registry.transition(store, number, action, actor="inspector", role="system", reason=sentence, report_id=report_id)
+    registry.transition(
+        store,
+        number,
+        action,
+        actor="inspector",
+        role="system",
+        reason=sentence,
+        report_id=report_id,
+    )
     log.info("version %d assessed: %s", number, sentence)
     if blessed and auto_promote:
         registry.transition(
-            store, number, "approve", actor="auto-promotion", role="system",
-            reason="auto-promotion is on and the gate blessed this version", report_id=report_id,
-            expected_production=report["baseline_version"],
+            store,
+            number,
+            "approve",
+            actor="auto-promotion",
+            role="system",
+            reason="auto-promotion is on and the gate blessed this version",
+            report_id=report_id,
+            expected_production=baseline["version"] if baseline else None,
         )
     return report
 
@@ -151,31 +189,56 @@ def approve(
     if state == "gate_failed":
         if not override:
             raise ApprovalRefused(
-                f"version {number} failed the gate ({report['sentence'] if report else 'no report'}); "
+                f"version {number} failed the gate "
+                f"({report['sentence'] if report else 'no report'}); "
                 "only an admin may override, with --override and a reason",
                 code="gate_failed",
             )
         if role != "admin":
-            raise ApprovalRefused("only an admin may override a failed gate", code="override_needs_admin")
+            raise ApprovalRefused(
+                "only an admin may override a failed gate", code="override_needs_admin"
+            )
         return registry.transition(
-            store, number, "override", actor=actor, role=role, reason=reason, report_id=report_id,
+            store,
+            number,
+            "override",
+            actor=actor,
+            role=role,
+            reason=reason,
+            report_id=report_id,
             extra={"override": True},
         )
     if override:
-        raise ApprovalRefused(f"version {number} did not fail the gate; approve it without --override", code="no_override_needed")
+        raise ApprovalRefused(
+            f"version {number} did not fail the gate; approve it without --override",
+            code="no_override_needed",
+        )
     return registry.transition(
-        store, number, "approve", actor=actor, role=role, reason=reason, report_id=report_id,
+        store,
+        number,
+        "approve",
+        actor=actor,
+        role=role,
+        reason=reason,
+        report_id=report_id,
         expected_production=report["baseline_version"] if report is not None else "any",
     )
 
 
-def reject(store: ObjectStore, number: int, *, actor: str, role: str, reason: str) -> dict[str, Any]:
+def reject(
+    store: ObjectStore, number: int, *, actor: str, role: str, reason: str
+) -> dict[str, Any]:
     """An operator's rejection, with a reason."""
     if not reason.strip():
         raise ApprovalRefused("a rejection needs a reason", code="reason_required")
     report = latest_report(store, number)
     return registry.transition(
-        store, number, "reject", actor=actor, role=role, reason=reason,
+        store,
+        number,
+        "reject",
+        actor=actor,
+        role=role,
+        reason=reason,
         report_id=report["report_id"] if report else None,
     )
 
@@ -186,11 +249,15 @@ def rollback(store: ObjectStore, *, actor: str, role: str, reason: str) -> dict[
         raise ApprovalRefused("a rollback needs a reason", code="reason_required")
     previous = registry.alias(store, "previous")
     if previous is None:
-        raise ApprovalRefused("there is no previous production version to roll back to", code="nothing_to_roll_back")
+        raise ApprovalRefused(
+            "there is no previous production version to roll back to", code="nothing_to_roll_back"
+        )
     return registry.transition(store, previous, "rollback", actor=actor, role=role, reason=reason)
 
 
-def version_view(store: ObjectStore, number: int, state: registry.RegistryState | None = None) -> dict[str, Any]:
+def version_view(
+    store: ObjectStore, number: int, state: registry.RegistryState | None = None
+) -> dict[str, Any]:
     """A version with its state, aliases and report summary, for lists and `show`."""
     state = state or registry.read_state(store)
     doc = registry.get_version(store, number)
@@ -231,7 +298,9 @@ def read_report(store: ObjectStore, number: int, report_id: str | None = None) -
         if report_id:
             return records.read_json(store, report_key(number, report_id))
     except NotFound as exc:
-        raise InspectorError(f"version {number} has no report {report_id}", code="report_not_found") from exc
+        raise InspectorError(
+            f"version {number} has no report {report_id}", code="report_not_found"
+        ) from exc
     report = latest_report(store, number)
     if report is None:
         raise InspectorError(f"version {number} has not been assessed yet", code="report_not_found")

@@ -235,7 +235,7 @@ def transition(
     reason: str = "",
     report_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
-    expected_production: int | None | str = "any",
+    expected_production: int | str | None = "any",
     attempts: int = 50,
 ) -> dict[str, Any]:
     """Apply one change atomically and append it to the audit log; the event written.
@@ -251,7 +251,11 @@ def transition(
     allowed, to_state = TRANSITIONS[action]
     for _ in range(attempts):
         state = read_state(store)
-        current = "training" if action == "register" and number not in state.states else state.state_of(number)
+        current = (
+            "training"
+            if action == "register" and number not in state.states
+            else state.state_of(number)
+        )
         if current not in allowed:
             raise IllegalTransition(
                 f"cannot {action} version {number}: it is {current}; {action} needs "
@@ -285,9 +289,17 @@ def transition(
             "production_before": state.aliases.get("production"),
             **dict(extra or {}),
         }
-        if store.put_if_absent(f"{LOG_PREFIX}{event['seq']:010d}.json", records.to_json(event), "application/json"):
+        if store.put_if_absent(
+            f"{LOG_PREFIX}{event['seq']:010d}.json", records.to_json(event), "application/json"
+        ):
             log.info(
-                "registry: %s version %d (%s → %s) by %s: %s", action, number, current, to_state, actor, reason
+                "registry: %s version %d (%s → %s) by %s: %s",
+                action,
+                number,
+                current,
+                to_state,
+                actor,
+                reason,
             )
             return event
     raise RegistryBusy("the registry changed too often while trying; try again")

@@ -37,7 +37,9 @@ def confusion_svg(confusion: dict[str, Any], title: str) -> str:
     ]
     for i, label in enumerate(labels):
         y = margin + i * cell + cell / 2 + 4
-        parts.append(f'<text x="{margin - 6}" y="{y}" font-size="11" text-anchor="end">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{margin - 6}" y="{y}" font-size="11" text-anchor="end">{escape(label)}</text>'
+        )
         x = margin + i * cell + cell / 2
         parts.append(
             f'<text x="{x}" y="{margin - 6}" font-size="11" text-anchor="start" '
@@ -46,7 +48,9 @@ def confusion_svg(confusion: dict[str, Any], title: str) -> str:
         for j in range(n):
             value = matrix[i][j]
             shade = value / peak
-            colour = f"rgb({int(255 - 180 * shade)},{int(255 - 120 * shade)},{int(255 - 40 * shade)})"
+            colour = (
+                f"rgb({int(255 - 180 * shade)},{int(255 - 120 * shade)},{int(255 - 40 * shade)})"
+            )
             if i != j and value:
                 colour = f"rgb(255,{int(235 - 150 * shade)},{int(235 - 150 * shade)})"
             parts.append(
@@ -73,8 +77,12 @@ def per_class_svg(candidate: dict[str, Any], production: dict[str, Any] | None, 
     for i, label in enumerate(labels):
         y = 24 + i * row
         mine = float(candidate["per_class"][label][metric])
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="11" text-anchor="end">{escape(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{mine * scale:.1f}" height="8" fill="#0969da"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 13}" font-size="11" text-anchor="end">{escape(label)}</text>'
+        )
+        parts.append(
+            f'<rect x="{left}" y="{y}" width="{mine * scale:.1f}" height="8" fill="#0969da"/>'
+        )
         theirs = (production or {}).get("per_class", {}).get(label)
         if theirs is not None:
             parts.append(
@@ -107,7 +115,17 @@ def render(report: dict[str, Any], *, model_name: str = "inspector") -> str:
     candidate, production = report["candidate"], report.get("production")
     decision = report["decision"]
     title = f"{model_name} version {report['candidate_version']}"
-    versus = f"production version {report['baseline_version']}" if production else "no production model yet"
+    if candidate is None or decision is None:  # it could not even be evaluated
+        return (
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
+            f'<p class="verdict refused">{escape(report["sentence"])}</p></body></html>'
+        )
+    versus = (
+        f"production version {report['baseline_version']}"
+        if production
+        else "no production model yet"
+    )
     sections = [
         f"<h1>{escape(title)} — assessment {escape(report['report_id'])}</h1>",
         f"<p>Compared with {escape(versus)} on the held-out set of snapshot "
@@ -142,7 +160,7 @@ def render(report: dict[str, Any], *, model_name: str = "inspector") -> str:
     )
     infra = report["infra_check"]
     sections.append(
-        f"<h2>Infra check</h2><p class=\"{'pass' if infra.get('ok') else 'fail'}\">"
+        f'<h2>Infra check</h2><p class="{"pass" if infra.get("ok") else "fail"}">'
         f"{'Loaded in a separate process and replayed its warm-up requests identically.' if infra.get('ok') else escape(str(infra.get('error')))}"
         "</p>"
     )

@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inspector import errors as domain
 from inspector.api.auth import Forbidden, Unauthorized
-from inspector.datasets import DatasetError
 from inspector.api.middleware import BodyTooLarge
+from inspector.datasets import DatasetError
 from storage import StoreError, Unavailable
 
 log = logging.getLogger("inspector.api")

@@ -8,6 +8,7 @@ from inspector import registry
 from tests.api.conftest import ADMIN, CAMERA, OPERATOR
 from tests.registry_support import CLASSES, candidate
 
+
 def post(client, path, headers=OPERATOR, **body):
     return client.post(f"/v1/models/inspector{path}", headers=headers, json=body)
 
@@ -20,14 +21,22 @@ def test_approve_lists_reports_and_audits(client, store):
     report = client.get("/v1/models/inspector/versions/1/report", headers=OPERATOR)
     assert report.status_code == 200 and report.json()["decision"]["mode"] == "floors_only"
     page = client.get("/v1/models/inspector/versions/1/report.html", headers=OPERATOR)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "<svg" in page.text
+    assert (
+        page.status_code == 200
+        and page.headers["content-type"].startswith("text/html")
+        and "<svg" in page.text
+    )
     missing_reason = post(client, "/versions/1:approve")
     assert missing_reason.status_code == 422
     approved = post(client, "/versions/1:approve", reason="looks right on the line")
     assert approved.status_code == 200, approved.text
     assert approved.json()["version"]["state"] == "production"
     events = client.get("/v1/audit", headers=OPERATOR).json()
-    assert (events[-1]["actor"], events[-1]["action"], events[-1]["reason"]) == ("alice", "approve", "looks right on the line")
+    assert (events[-1]["actor"], events[-1]["action"], events[-1]["reason"]) == (
+        "alice",
+        "approve",
+        "looks right on the line",
+    )
     assert events[-1]["report_id"] == "r1"
 
 
@@ -38,12 +47,20 @@ def test_a_failed_gate_is_refused_to_operators_and_overridable_by_admins_only(cl
     refused = post(client, "/versions/2:approve", reason="please")
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "gate_failed")
     operator_override = post(client, "/versions/2:approve", reason="please", override=True)
-    assert (operator_override.status_code, operator_override.json()["error"]["code"]) == (403, "forbidden")
-    admin_override = post(client, "/versions/2:approve", headers=ADMIN, reason="customer demo", override=True)
+    assert (operator_override.status_code, operator_override.json()["error"]["code"]) == (
+        403,
+        "forbidden",
+    )
+    admin_override = post(
+        client, "/versions/2:approve", headers=ADMIN, reason="customer demo", override=True
+    )
     assert admin_override.status_code == 200
     assert admin_override.json()["event"]["override"] is True
     rolled = post(client, ":rollback", reason="escapes at station 2")
-    assert rolled.status_code == 200 and rolled.json()["aliases"] == {"production": 1, "previous": 2}
+    assert rolled.status_code == 200 and rolled.json()["aliases"] == {
+        "production": 1,
+        "previous": 2,
+    }
     again = post(client, ":rollback", reason="and back")
     assert again.json()["aliases"] == {"production": 2, "previous": 1}
     audit = [(e["action"], e["version"]) for e in client.get("/v1/audit", headers=OPERATOR).json()]
@@ -84,8 +101,14 @@ def test_camera_tokens_cannot_read_reports_or_change_anything(client, store, met
 
 
 def test_unknown_models_versions_and_reports(client, store):
-    assert client.get("/v1/models/other/versions/1", headers=OPERATOR).json()["error"]["code"] == "model_not_found"
-    assert client.get("/v1/models/inspector/versions/7", headers=OPERATOR).json()["error"]["code"] == "version_not_found"
+    assert (
+        client.get("/v1/models/other/versions/1", headers=OPERATOR).json()["error"]["code"]
+        == "model_not_found"
+    )
+    assert (
+        client.get("/v1/models/inspector/versions/7", headers=OPERATOR).json()["error"]["code"]
+        == "version_not_found"
+    )
     registry.publish_version(store, 1, {}, {"classes": CLASSES, "snapshot_id": "s"})
     unassessed = client.get("/v1/models/inspector/versions/1/report", headers=OPERATOR)
     assert (unassessed.status_code, unassessed.json()["error"]["code"]) == (404, "report_not_found")

@@ -23,9 +23,16 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
     registry.transition(local_store, 1, "approve", actor="setup", role="operator", reason="first")
     for number in range(2, 9):  # each assessed against production version 1
         candidate(local_store, number, accuracy=0.9, production=1)
-    env = {"INSPECTOR_DATA_DIR": str(tmp_path), "INSPECTOR_STORE_URL": local_store.url, "INSPECTOR_REDIS_URL": redis.url}
+    env = {
+        "INSPECTOR_DATA_DIR": str(tmp_path),
+        "INSPECTOR_STORE_URL": local_store.url,
+        "INSPECTOR_REDIS_URL": redis.url,
+    }
     ports = [free_port(), free_port()]
-    apis = [ServiceProcess(f"api{i}", ["api", "--port", str(p)], env, tmp_path).start() for i, p in enumerate(ports)]
+    apis = [
+        ServiceProcess(f"api{i}", ["api", "--port", str(p)], env, tmp_path).start()
+        for i, p in enumerate(ports)
+    ]
     try:
         for api, port in zip(apis, ports, strict=True):
             api.wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -41,7 +48,10 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
             if i == len(jobs) // 2:
                 redis.kill()  # Redis dies while the requests are in flight
             response = httpx.post(
-                base + path, headers={"Authorization": "Bearer dev-operator"}, json={"reason": f"{action} {i}"}, timeout=60
+                base + path,
+                headers={"Authorization": "Bearer dev-operator"},
+                json={"reason": f"{action} {i}"},
+                timeout=60,
             )
             statuses.append(response.status_code)
 

@@ -63,3 +63,13 @@ def test_production_with_real_secrets_starts():
 def test_bad_token_specs_are_refused(spec):
     with pytest.raises(ValueError):
         parse_tokens(spec)
+
+
+def test_a_broken_gate_policy_stops_the_service_at_start(tmp_path):
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[floors]\nacuracy = 0.9\n")
+    with pytest.raises(ValidationError, match="unknown keys"):
+        Settings(gate_policy=str(bad))
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(gate_policy=str(tmp_path / "missing.toml"))
+    assert Settings(gate_policy="").gate_policy == ""

@@ -39,6 +39,10 @@ def test_a_class_the_model_does_not_know_counts_as_missed():
 
 
 def test_calibration_error():
-    assert expected_calibration_error(np.array([0.9] * 10), np.array([1.0] * 9 + [0.0])) == pytest.approx(0.0)
-    assert expected_calibration_error(np.array([0.95] * 4), np.array([0.0] * 4)) == pytest.approx(0.95)
+    assert expected_calibration_error(
+        np.array([0.9] * 10), np.array([1.0] * 9 + [0.0])
+    ) == pytest.approx(0.0)
+    assert expected_calibration_error(np.array([0.95] * 4), np.array([0.0] * 4)) == pytest.approx(
+        0.95
+    )
     assert expected_calibration_error(np.zeros(0), np.zeros(0)) == 0.0

@@ -9,15 +9,29 @@ from inspector.gating import Change, Floors, Policy, Significance
 
 POLICY = Policy(
     floors=Floors(accuracy=0.9, macro_f1=0.85, max_escape_rate=0.05, max_false_reject_rate=0.1),
-    change=Change(max_accuracy_drop=0.01, max_escape_rate_increase=0.0, max_false_reject_rate_increase=0.02),
+    change=Change(
+        max_accuracy_drop=0.01, max_escape_rate_increase=0.0, max_false_reject_rate_increase=0.02
+    ),
     max_recall_drop=0.05,
     significance=Significance(alpha=0.05, require="not_worse"),
 )
 
 
-def metrics(accuracy=0.95, macro_f1=0.93, escape=0.02, false_reject=0.05, recall=None, correct=None, count=100):
+def metrics(
+    accuracy=0.95,
+    macro_f1=0.93,
+    escape=0.02,
+    false_reject=0.05,
+    recall=None,
+    correct=None,
+    count=100,
+):
     recall = recall or {"ok": 0.97, "scratch": 0.9}
-    correct = correct if correct is not None else [True] * int(accuracy * count) + [False] * (count - int(accuracy * count))
+    correct = (
+        correct
+        if correct is not None
+        else [True] * int(accuracy * count) + [False] * (count - int(accuracy * count))
+    )
     return {
         "heldout": {
             "count": count,
@@ -25,7 +39,10 @@ def metrics(accuracy=0.95, macro_f1=0.93, escape=0.02, false_reject=0.05, recall
             "macro_f1": macro_f1,
             "escape_rate": escape,
             "false_reject_rate": false_reject,
-            "per_class": {k: {"recall": v, "precision": 0.9, "f1": 0.9, "support": 10} for k, v in recall.items()},
+            "per_class": {
+                k: {"recall": v, "precision": 0.9, "f1": 0.9, "support": 10}
+                for k, v in recall.items()
+            },
             "image_ids": [f"{i:064x}" for i in range(count)],
             "correct": correct,
         }
@@ -36,20 +53,70 @@ CASES = [
     # (name, candidate, production, policy, blessed, mode, failing metrics)
     ("no policy blesses nothing", metrics(), metrics(), None, False, "no_policy", set()),
     ("floors only without production", metrics(), None, POLICY, True, "floors_only", set()),
-    ("floor failure without production", metrics(accuracy=0.85), None, POLICY, False, "floors_only", {"accuracy"}),
+    (
+        "floor failure without production",
+        metrics(accuracy=0.85),
+        None,
+        POLICY,
+        False,
+        "floors_only",
+        {"accuracy"},
+    ),
     ("equal to production passes", metrics(), metrics(), POLICY, True, "against_production", set()),
-    ("escape rate above its ceiling", metrics(escape=0.06), metrics(escape=0.06), POLICY, False, "against_production",
-     {"escape_rate"}),
-    ("escape rate may not rise at all", metrics(escape=0.03), metrics(escape=0.02), POLICY, False, "against_production",
-     {"escape_rate_change"}),
-    ("accuracy drop within tolerance", metrics(accuracy=0.945), metrics(accuracy=0.95), POLICY, True,
-     "against_production", set()),
-    ("accuracy drop beyond tolerance", metrics(accuracy=0.93), metrics(accuracy=0.95), POLICY, False,
-     "against_production", {"accuracy_change"}),
-    ("forgetting a class", metrics(recall={"ok": 0.99, "scratch": 0.8}), metrics(), POLICY, False,
-     "against_production", {"recall_change"}),
-    ("a class production never knew is not a regression", metrics(recall={"ok": 0.97, "scratch": 0.9, "dent": 0.5}),
-     metrics(), POLICY, True, "against_production", set()),
+    (
+        "escape rate above its ceiling",
+        metrics(escape=0.06),
+        metrics(escape=0.06),
+        POLICY,
+        False,
+        "against_production",
+        {"escape_rate"},
+    ),
+    (
+        "escape rate may not rise at all",
+        metrics(escape=0.03),
+        metrics(escape=0.02),
+        POLICY,
+        False,
+        "against_production",
+        {"escape_rate_change"},
+    ),
+    (
+        "accuracy drop within tolerance",
+        metrics(accuracy=0.945),
+        metrics(accuracy=0.95),
+        POLICY,
+        True,
+        "against_production",
+        set(),
+    ),
+    (
+        "accuracy drop beyond tolerance",
+        metrics(accuracy=0.93),
+        metrics(accuracy=0.95),
+        POLICY,
+        False,
+        "against_production",
+        {"accuracy_change"},
+    ),
+    (
+        "forgetting a class",
+        metrics(recall={"ok": 0.99, "scratch": 0.8}),
+        metrics(),
+        POLICY,
+        False,
+        "against_production",
+        {"recall_change"},
+    ),
+    (
+        "a class production never knew is not a regression",
+        metrics(recall={"ok": 0.97, "scratch": 0.9, "dent": 0.5}),
+        metrics(),
+        POLICY,
+        True,
+        "against_production",
+        set(),
+    ),
 ]
 
 
@@ -59,7 +126,13 @@ CASES = [
     ids=[case[0] for case in CASES],
 )
 def test_gate(candidate, production, policy, blessed, mode, failing):
-    decision = gating.decide(candidate, production, policy, candidate_version=2, baseline_version=1 if production else None)
+    decision = gating.decide(
+        candidate,
+        production,
+        policy,
+        candidate_version=2,
+        baseline_version=1 if production else None,
+    )
     assert decision.blessed is blessed
     assert decision.mode == mode
     assert {c.metric for c in decision.checks if not c.passed} == failing
@@ -71,9 +144,16 @@ def test_gate(candidate, production, policy, blessed, mode, failing):
 
 
 def test_every_check_names_metric_slice_threshold_and_value():
-    decision = gating.decide(metrics(accuracy=0.85), metrics(), POLICY, candidate_version=2, baseline_version=1)
+    decision = gating.decide(
+        metrics(accuracy=0.85), metrics(), POLICY, candidate_version=2, baseline_version=1
+    )
     check = next(c for c in decision.checks if c.metric == "accuracy")
-    assert (check.slice, check.threshold, check.observed, check.passed) == ("heldout", 0.9, 0.85, False)
+    assert (check.slice, check.threshold, check.observed, check.passed) == (
+        "heldout",
+        0.9,
+        0.85,
+        False,
+    )
     assert "accuracy is 85.0%" in decision.sentence and "more failed check" in decision.sentence
     assert decision.to_doc()["checks"][0]["rule"]
 
@@ -125,7 +205,11 @@ def test_the_shipped_policy_file_parses(tmp_path):
     from pathlib import Path
 
     policy = gating.load_policy(Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml")
-    assert policy is not None and policy.floors.accuracy == 0.9 and policy.significance.require == "better"
+    assert (
+        policy is not None
+        and policy.floors.accuracy == 0.9
+        and policy.significance.require == "better"
+    )
     assert gating.load_policy("") is None
     bad = tmp_path / "bad.toml"
     bad.write_text("[floors]\naccuracyy = 0.9\n")

@@ -12,9 +12,11 @@ from inspector.gating import Floors, Policy, Significance
 from inspector.promotion import ApprovalRefused
 from storage.local import LocalStore
 from tests.factories import fill_store
-from tests.training_support import FAST, copy_store, run
+from tests.training_support import copy_store, run
 
-LENIENT = Policy(floors=Floors(accuracy=0.4), significance=Significance(alpha=0.05, require="not_worse"))
+LENIENT = Policy(
+    floors=Floors(accuracy=0.4), significance=Significance(alpha=0.05, require="not_worse")
+)
 STRICT = Policy(floors=Floors(accuracy=0.999))
 
 
@@ -46,8 +48,18 @@ def test_without_production_the_gate_uses_floors_only_and_says_so(candidates):
     assert report["production"] is None and report["blessed"]
     assert report["infra_check"]["ok"] and report["infra_check"]["max_abs_diff"] <= 1e-4
     held = report["candidate"]["slices"]["heldout"]
-    assert {"accuracy", "macro_f1", "per_class", "escape_rate", "false_reject_rate", "confusion", "ece"} <= set(held)
-    assert report["candidate"]["latency_ms_per_image"] > 0 and report["candidate"]["model_bytes"] > 0
+    assert {
+        "accuracy",
+        "macro_f1",
+        "per_class",
+        "escape_rate",
+        "false_reject_rate",
+        "confusion",
+        "ece",
+    } <= set(held)
+    assert (
+        report["candidate"]["latency_ms_per_image"] > 0 and report["candidate"]["model_bytes"] > 0
+    )
     assert registry.read_state(store).state_of(v1) == "awaiting_approval"
     # Assessing again without asking for it returns the same report.
     again = promotion.assess(store, v1, policy=LENIENT, cache_dir=root.parent / "c2")
@@ -60,7 +72,10 @@ def test_candidate_and_production_are_scored_on_the_identical_images(candidates,
     promotion.approve(store, v1, actor="alice", role="operator", reason="first model")
     report = assess(store, v2, tmp_path)
     assert report["baseline_version"] == v1
-    mine, theirs = report["candidate"]["slices"]["heldout"], report["production"]["slices"]["heldout"]
+    mine, theirs = (
+        report["candidate"]["slices"]["heldout"],
+        report["production"]["slices"]["heldout"],
+    )
     assert mine["image_ids"] == theirs["image_ids"]
     # Production never learned "crack": its recall there is zero, the candidate's is not.
     assert theirs["per_class"]["crack"]["recall"] == 0.0 < mine["per_class"]["crack"]["recall"]
@@ -83,13 +98,23 @@ def test_a_failed_gate_needs_an_admin_override_with_a_reason(candidates, tmp_pat
     assert not_admin.value.code == "override_needs_admin"
     with pytest.raises(ApprovalRefused, match="reason"):
         promotion.approve(store, v2, actor="root", role="admin", reason=" ", override=True)
-    event = promotion.approve(store, v2, actor="root", role="admin", reason="line stop otherwise", override=True)
-    assert event["action"] == "override" and event["override"] is True and event["report_id"] == report["report_id"]
+    event = promotion.approve(
+        store, v2, actor="root", role="admin", reason="line stop otherwise", override=True
+    )
+    assert (
+        event["action"] == "override"
+        and event["override"] is True
+        and event["report_id"] == report["report_id"]
+    )
     assert registry.alias(store, "production") == v2
     back = promotion.rollback(store, actor="alice", role="operator", reason="false rejects up")
     assert back["version"] == v1 and registry.alias(store, "production") == v1
     actions = [(e["action"], e["version"], e["actor"]) for e in registry.audit_log(store)]
-    assert actions[-3:] == [("gate_failed", v2, "inspector"), ("override", v2, "root"), ("rollback", v1, "alice")]
+    assert actions[-3:] == [
+        ("gate_failed", v2, "inspector"),
+        ("override", v2, "root"),
+        ("rollback", v1, "alice"),
+    ]
 
 
 def test_a_report_made_against_another_production_is_stale(candidates, tmp_path):
@@ -111,12 +136,19 @@ def test_a_candidate_whose_saved_model_is_corrupt_fails_the_infra_check(candidat
     root, _, v2, _ = candidates
     store = copy_store(root, tmp_path)
     key = next(
-        info.key for info in store.list(registry.version_prefix(v2) + "saved_model/variables/")
+        info.key
+        for info in store.list(registry.version_prefix(v2) + "saved_model/variables/")
         if info.key.endswith(".data-00000-of-00001")
     )
-    store.put_bytes(key, store.get_bytes(key)[:100])
-    with pytest.raises(Exception):  # noqa: B017 - evaluation itself cannot load it either
-        assess(store, v2, tmp_path)
+    store.put_bytes(key, store.get_bytes(key)[:100])  # a truncated variables file
+    report = assess(store, v2, tmp_path)
+    assert not report["blessed"] and report["infra_check"]["ok"] is False
+    assert report["sentence"].startswith("Not blessed: the infra check failed")
+    assert report["candidate"] is None  # never loaded into the worker itself
+    assert registry.read_state(store).state_of(v2) == "gate_failed"
+    assert "could not" in report_html.render(report) or "infra check failed" in report_html.render(
+        report
+    )
 
 
 def test_without_a_policy_nothing_is_blessed(candidates, tmp_path):
@@ -130,7 +162,9 @@ def test_without_a_policy_nothing_is_blessed(candidates, tmp_path):
 def test_rejected_candidates_never_serve(candidates, tmp_path):
     root, v1, _, _ = candidates
     store = copy_store(root, tmp_path)
-    promotion.reject(store, v1, actor="alice", role="operator", reason="scratches missed at station 3")
+    promotion.reject(
+        store, v1, actor="alice", role="operator", reason="scratches missed at station 3"
+    )
     assert registry.read_state(store).state_of(v1) == "rejected"
     with pytest.raises(registry.IllegalTransition):
         promotion.approve(store, v1, actor="alice", role="operator", reason="changed my mind")

@@ -61,7 +61,15 @@ def test_a_version_is_visible_only_with_its_document(local_store, tmp_path):
     [
         (state, action)
         for state, action in itertools.product(
-            ["evaluating", "gate_failed", "awaiting_approval", "rejected", "production", "load_failed"], TRANSITIONS
+            [
+                "evaluating",
+                "gate_failed",
+                "awaiting_approval",
+                "rejected",
+                "production",
+                "load_failed",
+            ],
+            TRANSITIONS,
         )
         if state not in TRANSITIONS[action][0] and action != "register"
     ],
@@ -85,7 +93,11 @@ def test_approve_then_approve_retires_and_rollback_restores(store):
     go(store, 2, "approve")
     state = registry.read_state(store)
     assert state.aliases == {"production": 2, "previous": 1}
-    assert (state.state_of(1), state.state_of(2), state.state_of(3)) == ("retired", "production", "awaiting_approval")
+    assert (state.state_of(1), state.state_of(2), state.state_of(3)) == (
+        "retired",
+        "production",
+        "awaiting_approval",
+    )
     with pytest.raises(IllegalTransition, match="rollback needs retired"):
         go(store, 3, "rollback")
     go(store, 1, "rollback")
@@ -107,18 +119,37 @@ def test_a_production_version_that_fails_to_load_hands_back_to_the_previous(loca
 
 def test_the_audit_log_records_who_when_what_and_why(local_store):
     publish(local_store, 1)
-    registry.transition(local_store, 1, "register", actor="inspector", role="system", reason="trained")
-    registry.transition(local_store, 1, "gate_passed", actor="inspector", role="system", reason="ok", report_id="r1")
-    registry.transition(local_store, 1, "approve", actor="alice", role="operator", reason="looks good", report_id="r1")
+    registry.transition(
+        local_store, 1, "register", actor="inspector", role="system", reason="trained"
+    )
+    registry.transition(
+        local_store, 1, "gate_passed", actor="inspector", role="system", reason="ok", report_id="r1"
+    )
+    registry.transition(
+        local_store,
+        1,
+        "approve",
+        actor="alice",
+        role="operator",
+        reason="looks good",
+        report_id="r1",
+    )
     log = registry.audit_log(local_store)
     assert [e["seq"] for e in log] == [1, 2, 3]
     last = log[-1]
-    assert (last["actor"], last["role"], last["from_state"], last["to_state"], last["reason"], last["report_id"]) == (
-        "alice", "operator", "awaiting_approval", "production", "looks good", "r1"
-    )
+    assert (
+        last["actor"],
+        last["role"],
+        last["from_state"],
+        last["to_state"],
+        last["reason"],
+        last["report_id"],
+    ) == ("alice", "operator", "awaiting_approval", "production", "looks good", "r1")
     assert last["at"] and last["production_before"] is None
     # Append-only: an event's key can never be written again.
-    assert not local_store.put_if_absent("models/registry/0000000003.json", records.to_json({"forged": True}))
+    assert not local_store.put_if_absent(
+        "models/registry/0000000003.json", records.to_json({"forged": True})
+    )
 
 
 def test_concurrent_approvals_and_rollbacks_leave_exactly_one_production(local_store):
@@ -133,9 +164,13 @@ def test_concurrent_approvals_and_rollbacks_leave_exactly_one_production(local_s
             if action == "rollback":
                 previous = registry.alias(local_store, "previous")
                 if previous is not None:
-                    registry.transition(local_store, previous, "rollback", actor="bob", role="operator", reason="r")
+                    registry.transition(
+                        local_store, previous, "rollback", actor="bob", role="operator", reason="r"
+                    )
             else:
-                registry.transition(local_store, number, "approve", actor="alice", role="operator", reason="a")
+                registry.transition(
+                    local_store, number, "approve", actor="alice", role="operator", reason="a"
+                )
         except IllegalTransition:
             pass
 

@@ -13,7 +13,9 @@ from inspector.api.deps import Operator, StoreDep
 from inspector.api.schemas import ErrorResponse
 
 router = APIRouter(tags=["datasets"])
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 422)
+}
 
 
 class GoldenSetIn(BaseModel):
@@ -28,7 +30,9 @@ def _summary(snapshot: datasets.Snapshot) -> dict[str, Any]:
     return doc
 
 
-@router.post("/v1/snapshots", status_code=201, responses=_ERRORS, summary="Freeze the labelled data now")
+@router.post(
+    "/v1/snapshots", status_code=201, responses=_ERRORS, summary="Freeze the labelled data now"
+)
 def take_snapshot(store: StoreDep, principal: Operator) -> dict[str, Any]:
     """An immutable snapshot of every labelled image, with its split and counts."""
     return _summary(datasets.take_snapshot(store, by=principal.name))
@@ -41,6 +45,8 @@ def get_snapshot(snapshot_id: str, store: StoreDep, _: Operator) -> dict[str, An
 
 
 @router.put("/v1/golden-sets/{name}", responses=_ERRORS, summary="Pin a golden set")
-def pin_golden_set(name: str, body: GoldenSetIn, store: StoreDep, principal: Operator) -> dict[str, Any]:
+def pin_golden_set(
+    name: str, body: GoldenSetIn, store: StoreDep, principal: Operator
+) -> dict[str, Any]:
     """Pin images as a named golden set (immutable; pinning the same images again is a no-op)."""
     return datasets.pin_golden_set(store, name, body.image_ids, principal.name)

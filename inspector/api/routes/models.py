@@ -18,7 +18,9 @@ from inspector.api.schemas import ErrorResponse
 
 log = logging.getLogger("inspector.api.models")
 router = APIRouter(tags=["registry"])
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 422)
+}
 VersionPath = Annotated[int, Path(ge=1, description="version number")]
 
 
@@ -37,14 +39,25 @@ class ReasonIn(BaseModel):
 
 def _model(name: str, settings: SettingsDep) -> None:
     if name != settings.model_name:
-        raise ApiError(404, "model_not_found", f"no model {name!r}; this service serves {settings.model_name!r}")
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"no model {name!r}; this service serves {settings.model_name!r}",
+        )
 
 
 @router.get("/v1/models", summary="Every version with its state (and runs still training)")
-def list_models(store: StoreDep, enqueuer: EnqueuerDep, settings: SettingsDep, _: Operator) -> dict[str, Any]:
+def list_models(
+    store: StoreDep, enqueuer: EnqueuerDep, settings: SettingsDep, _: Operator
+) -> dict[str, Any]:
     """Versions newest first; runs that have not produced a version show as ``training``."""
     training_rows = [
-        {"version": None, "state": "training", "run_id": run["run_id"], "requested_by": run["requested_by"]}
+        {
+            "version": None,
+            "state": "training",
+            "run_id": run["run_id"],
+            "requested_by": run["requested_by"],
+        }
         for run in training.list_runs(store)
         if run["state"] == "queued"
     ]
@@ -57,14 +70,22 @@ def list_models(store: StoreDep, enqueuer: EnqueuerDep, settings: SettingsDep, _
 
 
 @router.get("/v1/models/{name}/versions/{version}", responses=_ERRORS, summary="One version")
-def show_version(name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator) -> dict[str, Any]:
+def show_version(
+    name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator
+) -> dict[str, Any]:
     """State, aliases, classes, data, and the summary of its latest report."""
     _model(name, settings)
     return promotion.version_view(store, version)
 
 
-@router.get("/v1/models/{name}/versions/{version}/report", responses=_ERRORS, summary="Assessment report (JSON)")
-def report_json(name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator) -> dict[str, Any]:
+@router.get(
+    "/v1/models/{name}/versions/{version}/report",
+    responses=_ERRORS,
+    summary="Assessment report (JSON)",
+)
+def report_json(
+    name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator
+) -> dict[str, Any]:
     """Candidate and production side by side on the same held-out images, and the gate."""
     _model(name, settings)
     return promotion.read_report(store, version)
@@ -76,53 +97,96 @@ def report_json(name: str, version: VersionPath, store: StoreDep, settings: Sett
     responses=_ERRORS,
     summary="Assessment report (a page for people)",
 )
-def report_page(name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator) -> HTMLResponse:
+def report_page(
+    name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator
+) -> HTMLResponse:
     """The report with confusion matrices and per-class charts."""
     _model(name, settings)
     return HTMLResponse(report_html.render(promotion.read_report(store, version), model_name=name))
 
 
-@router.post("/v1/models/{name}/versions/{version}:approve", responses=_ERRORS, summary="Approve a candidate")
+@router.post(
+    "/v1/models/{name}/versions/{version}:approve", responses=_ERRORS, summary="Approve a candidate"
+)
 def approve(
-    name: str, version: VersionPath, body: DecisionIn, store: StoreDep, settings: SettingsDep, principal: Operator
+    name: str,
+    version: VersionPath,
+    body: DecisionIn,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Operator,
 ) -> dict[str, Any]:
     """Promote an approved candidate to production; ``override`` (admins) for a failed gate."""
     _model(name, settings)
     if body.override:
         authorize(principal, ("admin",), f"override the gate for version {version}")
     event = promotion.approve(
-        store, version, actor=principal.name, role=principal.role, reason=body.reason, override=body.override
+        store,
+        version,
+        actor=principal.name,
+        role=principal.role,
+        reason=body.reason,
+        override=body.override,
     )
     return {"event": event, "version": promotion.version_view(store, version)}
 
 
-@router.post("/v1/models/{name}/versions/{version}:reject", responses=_ERRORS, summary="Reject a candidate")
+@router.post(
+    "/v1/models/{name}/versions/{version}:reject", responses=_ERRORS, summary="Reject a candidate"
+)
 def reject(
-    name: str, version: VersionPath, body: ReasonIn, store: StoreDep, settings: SettingsDep, principal: Operator
+    name: str,
+    version: VersionPath,
+    body: ReasonIn,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Operator,
 ) -> dict[str, Any]:
     """Reject a candidate; it never serves."""
     _model(name, settings)
-    event = promotion.reject(store, version, actor=principal.name, role=principal.role, reason=body.reason)
+    event = promotion.reject(
+        store, version, actor=principal.name, role=principal.role, reason=body.reason
+    )
     return {"event": event, "version": promotion.version_view(store, version)}
 
 
-@router.post("/v1/models/{name}/versions/{version}:evaluate", status_code=202, responses=_ERRORS, summary="Assess again")
+@router.post(
+    "/v1/models/{name}/versions/{version}:evaluate",
+    status_code=202,
+    responses=_ERRORS,
+    summary="Assess again",
+)
 def evaluate(
-    name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, enqueuer: EnqueuerDep, principal: Operator
+    name: str,
+    version: VersionPath,
+    store: StoreDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    principal: Operator,
 ) -> dict[str, Any]:
     """Queue a new assessment (e.g. production changed since the report was made)."""
     _model(name, settings)
     state = registry.read_state(store).state_of(version)
     registry.get_version(store, version)
     if state not in ("awaiting_approval", "gate_failed"):
-        raise ApiError(409, "illegal_transition", f"version {version} is {state}; only candidates are assessed")
+        raise ApiError(
+            409, "illegal_transition", f"version {version} is {state}; only candidates are assessed"
+        )
     if not enqueuer.assess(version, principal.name):
-        raise ApiError(503, "broker_unavailable", "the task queue is unreachable; try again shortly")
+        raise ApiError(
+            503, "broker_unavailable", "the task queue is unreachable; try again shortly"
+        )
     return {"version": version, "queued": True}
 
 
-@router.post("/v1/models/{name}:rollback", responses=_ERRORS, summary="Put the previous production version back")
-def rollback(name: str, body: ReasonIn, store: StoreDep, settings: SettingsDep, principal: Operator) -> dict[str, Any]:
+@router.post(
+    "/v1/models/{name}:rollback",
+    responses=_ERRORS,
+    summary="Put the previous production version back",
+)
+def rollback(
+    name: str, body: ReasonIn, store: StoreDep, settings: SettingsDep, principal: Operator
+) -> dict[str, Any]:
     """One step back: the previous production version serves again."""
     _model(name, settings)
     event = promotion.rollback(store, actor=principal.name, role=principal.role, reason=body.reason)
