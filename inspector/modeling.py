@@ -31,9 +31,9 @@ class ModelError(InspectorError):
 def _conv_bn_relu(
     x: keras.KerasTensor, filters: int, name: str, strides: int = 1
 ) -> keras.KerasTensor:
-    x = keras.layers.Conv2D(
-        filters, 3, strides=strides, padding="same", use_bias=False, name=name
-    )(x)
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(
+        x
+    )
     # Momentum 0.9, not Keras's 0.99: with the few hundred steps of a small data set the
     # moving statistics must keep up, or validation sees a different network than training.
     x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)

@@ -89,7 +89,9 @@ def test_the_services_environment_is_a_valid_production_configuration(compose, m
         assert compose["services"][service]["environment"] == env
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert env["INSPECTOR_GATE_POLICY"] == "/app/deploy/gate-policy.toml"  # the Dockerfile copies it there
+    assert (
+        env["INSPECTOR_GATE_POLICY"] == "/app/deploy/gate-policy.toml"
+    )  # the Dockerfile copies it there
     monkeypatch.setenv("INSPECTOR_GATE_POLICY", str(ROOT / "deploy" / "gate-policy.toml"))
     settings = Settings()
     assert settings.env == "production"

@@ -48,7 +48,9 @@ def test_every_service_command_runs_with_the_compose_environment(tmp_path, redis
         INSPECTOR_S3_ENDPOINT=s3_server.endpoint,
         INSPECTOR_REDIS_URL=redis_server.url.rsplit("/", 1)[0] + "/7",
         INSPECTOR_DATA_DIR=str(tmp_path / "data"),
-        INSPECTOR_GATE_POLICY=str(Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml"),
+        INSPECTOR_GATE_POLICY=str(
+            Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml"
+        ),
     )
     store = S3Store(
         s3_server.endpoint,
