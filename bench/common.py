@@ -102,6 +102,24 @@ def wait_for_quiet_machine(poll: float = 30.0, log: Any = print) -> float:
     return time.monotonic() - started
 
 
+def wait_for_idle(timeout: float, limit: float = 0.3, log: Any = print) -> float:
+    """Wait (up to ``timeout`` s) until the machine uses under ``limit`` cores over 3 s, so
+    other sessions' tests or training do not share the timed run; seconds waited."""
+    started = time.monotonic()
+    while True:
+        before = _machine_busy()
+        time.sleep(3)
+        used = (_machine_busy() - before) / 3
+        waited = time.monotonic() - started
+        if used < limit:
+            return waited
+        if waited >= timeout:
+            log(f"the machine is still busy ({used:.1f} cores in use); measuring anyway")
+            return waited
+        log(f"waiting for an idle machine: {used:.1f} cores in use ({waited:.0f} s so far)")
+        time.sleep(27)
+
+
 class CpuWindow:
     """Cores used over a window by this process and by everything else on the machine
     (the tests or builds of other sessions share these cores too)."""

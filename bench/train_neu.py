@@ -356,6 +356,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-runs", type=int, default=100, help="batch-1 calls timed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600,
+        help="first wait up to this many seconds for an idle machine (0: do not)",
+    )
+    parser.add_argument(
         "--no-wait", action="store_true", help="do not wait for (or pause during) other benchmarks"
     )
     return parser.parse_args(argv)
@@ -370,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"NEU at {args.data.resolve()}: {len(images)} images, {len(classes)} classes\n")
     print(common.counts_table(counts) + "\n")
     waited = 0.0 if args.no_wait else common.wait_for_quiet_machine()
+    waited_idle = common.wait_for_idle(args.idle_timeout) if args.idle_timeout > 0 else 0.0
     started = common.utc_now()
     info = common.machine()
     print(f"machine: {common.describe(info)}\n")
@@ -400,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "finished": common.utc_now(),
         "waited_for_other_benchmarks_s": round(waited, 1),
+        "waited_for_idle_machine_s": round(waited_idle, 1),
         "machine": info,
         "loadavg_at_end": info_end["loadavg"],
         "data": str(args.data.resolve()),

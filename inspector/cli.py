@@ -105,6 +105,12 @@ def _request(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any
     return response.json()
 
 
+def _print_json(doc: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(doc, indent=2))
+
+
 # --- service processes ----------------------------------------------------------------
 
 
@@ -326,13 +332,7 @@ def images_show(
     token: TokenOpt = None,
 ) -> None:
     """Show an image's record, ingest state and labels."""
-    import json
-
-    typer.echo(
-        json.dumps(
-            _request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"), indent=2
-        )
-    )
+    _print_json(_request("GET", url, _token(token, "operator"), f"/v1/images/{image_id}"))
 
 
 # --- training ------------------------------------------------------------------------------
@@ -497,13 +497,7 @@ def runs_show(
     token: TokenOpt = None,
 ) -> None:
     """One run: state, progress, result."""
-    import json
-
-    typer.echo(
-        json.dumps(
-            _request("GET", url, _token(token, "operator"), f"/v1/training-runs/{run_id}"), indent=2
-        )
-    )
+    _print_json(_request("GET", url, _token(token, "operator"), f"/v1/training-runs/{run_id}"))
 
 
 @app.command()

@@ -74,3 +74,30 @@ def fill_store(
         ingest.ingest_image(store, image_id, ingest.CanonicalSpec(size, "rgb"))
         ids.append(image_id)
     return ids
+
+
+def upload_parts(
+    base_url: str, mix: dict[str, float], n: int, *, seed: int, size: int = 48
+) -> list[str]:
+    """Upload ``n`` labelled simulated parts over HTTP, 8 at a time, as cameras would."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    full = {name: mix.get(name, 0.0) for name in ("ok", "scratch", "pit", "crack", "stain")}
+    parts = list(LineSimulator(size=size, seed=seed, mix=full).parts(n))
+
+    def send(item) -> str:
+        i, part = item
+        response = httpx.post(
+            f"{base_url}/v1/images",
+            headers={"Authorization": "Bearer dev-camera"},
+            files={"file": (f"{i}.png", encode(part.image, "png"), "image/png")},
+            data={**metadata(part_id=f"p{seed}-{i}"), "label": part.label},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["image_id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(send, enumerate(parts)))

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from inspector import registry
-from inspector.simulate import LineSimulator, encode
+from tests.factories import upload_parts
 from tests.processes import ServiceProcess, wait_for
 from tests.servers import free_port
 
@@ -36,32 +34,6 @@ def cli(base_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def upload(base_url: str, mix: dict[str, float], n: int, seed: int) -> None:
-    full = {name: mix.get(name, 0.0) for name in ("ok", "scratch", "pit", "crack", "stain")}
-    parts = list(LineSimulator(size=48, seed=seed, mix=full).parts(n))
-
-    def send(item):
-        i, part = item
-        response = httpx.post(
-            f"{base_url}/v1/images",
-            headers={"Authorization": "Bearer dev-camera"},
-            files={"file": (f"{i}.png", encode(part.image, "png"), "image/png")},
-            data={
-                "line": "l1",
-                "station": "s1",
-                "camera_id": "c1",
-                "part_id": f"p{seed}-{i}",
-                "captured_at": "2026-11-26T09:00:00Z",
-                "label": part.label,
-            },
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(send, enumerate(parts)))
-
-
 def test_train_assess_approve_audit_rollback(tmp_path, redis_server, local_store):
     policy = tmp_path / "gate-policy.toml"
     policy.write_text(POLICY)
@@ -81,7 +53,7 @@ def test_train_assess_approve_audit_rollback(tmp_path, redis_server, local_store
     train_args = ("train", "--epochs", "8", "--image-size", "32", "--set", "patience=8")
     try:
         api.wait_http(f"{base_url}/healthz")
-        upload(base_url, {"ok": 0.34, "pit": 0.33, "scratch": 0.33}, 240, seed=41)
+        upload_parts(base_url, {"ok": 0.34, "pit": 0.33, "scratch": 0.33}, 240, seed=41)
         wait_for(
             lambda: sum(1 for _ in local_store.list("index/ingested/")) == 240,
             120,
@@ -99,7 +71,7 @@ def test_train_assess_approve_audit_rollback(tmp_path, redis_server, local_store
         approved = cli(base_url, "models", "approve", "1", "--reason", "first model for line 1")
         assert approved.returncode == 0 and "now production" in approved.stdout, approved.stderr
 
-        upload(base_url, {"crack": 1.0}, 90, seed=42)
+        upload_parts(base_url, {"crack": 1.0}, 90, seed=42)
         wait_for(
             lambda: sum(1 for _ in local_store.list("index/ingested/")) == 330,
             120,

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from inspector import registry
-from inspector.simulate import LineSimulator, encode
+from tests.factories import upload_parts
 from tests.processes import ServiceProcess, wait_for
 from tests.servers import free_port
 
@@ -36,29 +35,7 @@ def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, loca
     base_url = f"http://127.0.0.1:{port}"
     try:
         api.wait_http(f"{base_url}/healthz")
-        mix = {"ok": 0.34, "pit": 0.33, "scratch": 0.33, "crack": 0.0, "stain": 0.0}
-        parts = list(LineSimulator(size=48, seed=21, mix=mix).parts(240))
-
-        def send(item):
-            i, part = item
-            response = httpx.post(
-                f"{base_url}/v1/images",
-                headers={"Authorization": "Bearer dev-camera"},
-                files={"file": (f"{i}.png", encode(part.image, "png"), "image/png")},
-                data={
-                    "line": "l1",
-                    "station": "s1",
-                    "camera_id": "c1",
-                    "part_id": f"p{i}",
-                    "captured_at": "2026-11-26T09:00:00Z",
-                    "label": part.label,
-                },
-                timeout=30,
-            )
-            assert response.status_code == 201, response.text
-
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(send, enumerate(parts)))
+        upload_parts(base_url, {"ok": 0.34, "pit": 0.33, "scratch": 0.33}, 240, seed=21)
         wait_for(
             lambda: sum(1 for _ in local_store.list("index/ingested/")) == 240,
             120,
