@@ -42,8 +42,8 @@ app.add_typer(golden_app, name="golden")
 app.add_typer(models_app, name="models")
 
 WORKER_QUEUES = ("ingest", "inference", "train", "registry")
-# TensorFlow is not fork-safe: the queues that will run models use one process, no fork.
-SOLO_QUEUES = {"inference", "train"}
+# TensorFlow is not fork-safe: the queues that run models use one process, no fork.
+SOLO_QUEUES = {"train"}
 
 UrlOpt = Annotated[
     str, typer.Option("--url", envvar="INSPECTOR_API_URL", help="base URL of the Inspector API")
@@ -181,6 +181,9 @@ def worker(
     if queue not in WORKER_QUEUES:
         _fail(f"unknown queue {queue!r}; queues: {', '.join(WORKER_QUEUES)}")
     _settings()  # refuse bad settings before handing over to Celery
+    if queue == "inference":  # a micro-batching consumer of its own (workers/inference.py)
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "workers.inference"])
     args = [
         "worker",
         "-Q",

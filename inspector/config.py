@@ -139,6 +139,20 @@ class Settings(BaseSettings):
     train_channels: Literal[1, 3] = 3
     train_epochs: int = Field(30, ge=1)
 
+    # --- serving ------------------------------------------------------------------------
+    verdict_deadline_ms: float = Field(
+        200.0, gt=0, description="how long an upload waits for its verdict before answering pending"
+    )
+    review_confidence_below: float = Field(
+        0.6, ge=0, le=1, description="verdicts less confident than this go to the review queue"
+    )
+    inference_max_batch: int = Field(16, ge=1, le=1024)
+    inference_max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill")
+    inference_poll_seconds: float = Field(
+        5.0, gt=0, description="how often inference workers re-read the production alias"
+    )
+    shadow_mode: bool = Field(False, description="run the newest candidate beside production")
+
     # --- promotion ----------------------------------------------------------------------
     gate_policy: str = Field(
         "", description="path of the gate policy (TOML); empty: nothing is blessed"
@@ -206,6 +220,11 @@ class Settings(BaseSettings):
     def resolved_redis_url(self) -> str:
         """The Redis URL, defaulting to the embedded server `inspector run` starts."""
         return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def models_dir(self) -> Path:
+        """Local copies of the SavedModels an inference worker serves."""
+        return self.data_dir.resolve() / "models"
 
     @property
     def cache_dir(self) -> Path:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inspector import datasets, evaluation, gating, records, registry
+from inspector import datasets, evaluation, gating, records, registry, verdicts
 from inspector.errors import InspectorError
 from storage import NotFound, ObjectStore, Unavailable
 
@@ -274,6 +274,9 @@ def version_view(
         "snapshot_id": doc.get("snapshot_id"),
         "heldout": doc.get("heldout"),
     }
+    shadow = verdicts.shadow_summary(store, number)
+    if shadow:
+        view["shadow"] = shadow
     if report:
         view["report"] = {
             "report_id": report["report_id"],
@@ -304,7 +307,8 @@ def read_report(store: ObjectStore, number: int, report_id: str | None = None) -
     report = latest_report(store, number)
     if report is None:
         raise InspectorError(f"version {number} has not been assessed yet", code="report_not_found")
-    return report
+    # Shadow mode's results are live: they grow as traffic and labels arrive.
+    return {**report, "shadow": verdicts.shadow_summary(store, number)}
 
 
 def dumps(doc: Any) -> str:

@@ -158,6 +158,15 @@ def render(report: dict[str, Any], *, model_name: str = "inspector") -> str:
         "<table><tr><th>check</th><th>slice</th><th>rule</th><th>observed</th><th>threshold</th><th></th></tr>"
         f"{checks}</table>"
     )
+    shadow = report.get("shadow")
+    if shadow:
+        sections.append(
+            "<h2>Shadow mode (live traffic)</h2><table>"
+            f"<tr><td>images judged beside production</td><td>{shadow['images']}</td></tr>"
+            f"<tr><td>agreement with production</td><td>{_pct(shadow['agreement'])}</td></tr>"
+            f"<tr><td>images labelled since</td><td>{shadow['labelled']}</td></tr>"
+            f"<tr><td>accuracy on those</td><td>{_pct(shadow['accuracy_on_labelled'])}</td></tr></table>"
+        )
     infra = report["infra_check"]
     sections.append(
         f'<h2>Infra check</h2><p class="{"pass" if infra.get("ok") else "fail"}">'

@@ -6,6 +6,7 @@ Servers come from :mod:`tests.servers`; set ``INSPECTOR_TEST_REDIS_URL`` /
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from storage.local import LocalStore
 from storage.s3 import S3Store
+from tests.factories import fill_store
 from tests.servers import (
     ExternalRedis,
     ExternalS3,
@@ -22,6 +24,7 @@ from tests.servers import (
     s3_for_tests,
     unique_bucket_name,
 )
+from tests.training_support import OLD, run
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +61,24 @@ def s3_store(s3_server: S3Server | ExternalS3) -> Iterator[S3Store]:
 def local_store(tmp_path: Path) -> LocalStore:
     """A LocalStore in a fresh directory."""
     return LocalStore(tmp_path / "store")
+
+
+# --- prepared stores for the training, promotion and serving tests (made once) -----
+
+
+@pytest.fixture(scope="session")
+def labelled_template(tmp_path_factory) -> Path:
+    """A store with 360 labelled, ingested parts of three classes."""
+    root = tmp_path_factory.mktemp("labelled") / "store"
+    fill_store(LocalStore(root), 360, mix=OLD, seed=11, size=48)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_template(labelled_template, tmp_path_factory) -> tuple[Path, dict]:
+    """That store after one from-scratch run (version 1, not yet assessed)."""
+    root = tmp_path_factory.mktemp("trained") / "store"
+    shutil.copytree(labelled_template, root)
+    result = run(LocalStore(root), tmp_path_factory.mktemp("cache"))
+    assert result["state"] == "succeeded", result
+    return root, result

@@ -51,7 +51,14 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
 
 
 def fill_store(
-    store, n: int, *, mix: dict[str, float], seed: int = 0, size: int = 48, fmt: str = "png"
+    store,
+    n: int,
+    *,
+    mix: dict[str, float],
+    seed: int = 0,
+    size: int = 48,
+    fmt: str = "png",
+    labelled: bool = True,
 ) -> list[str]:
     """Upload and ingest ``n`` labelled simulated parts straight through the domain."""
     from inspector import ingest
@@ -69,7 +76,11 @@ def fill_store(
     ids = []
     for part in LineSimulator(size=size, seed=seed, mix=full_mix).parts(n):
         image_id = accept_upload(
-            store, encode(part.image, fmt), meta, uploaded_by="cam-1", label=part.label
+            store,
+            encode(part.image, fmt),
+            meta,
+            uploaded_by="cam-1",
+            label=part.label if labelled else None,
         ).record.image_id
         ingest.ingest_image(store, image_id, ingest.CanonicalSpec(size, "rgb"))
         ids.append(image_id)

@@ -33,3 +33,24 @@ def run(store, tmp_path: Path, config: TrainConfig = FAST, parent: str = "produc
     """Request and execute one training run in-process."""
     request = training.request_run(store, by="test", config=config, parent=parent)
     return training.execute_run(store, request["run_id"], cache_dir=tmp_path / "cache")
+
+
+def clone_version(store, source: int) -> int:
+    """Publish a copy of version ``source`` as a new version (same model, new number):
+    cheap extra versions for swap tests."""
+    from inspector import records, registry
+
+    number = registry.claim_version_number(store)
+    prefix = registry.version_prefix(source)
+    doc = registry.get_version(store, source)
+    target = registry.version_prefix(number)
+    for info in store.list(prefix):
+        name = info.key[len(prefix) :]
+        if name != registry.VERSION_DOC and not name.startswith("reports/"):
+            store.put_bytes(target + name, store.get_bytes(info.key))
+    doc = {k: v for k, v in doc.items() if k not in ("version", "files", "published_at")}
+    doc["run_key"] = f"clone-{source}-{number}"
+    store.put_if_absent(
+        target + registry.VERSION_DOC, records.to_json({**doc, "version": number, "files": []})
+    )
+    return number

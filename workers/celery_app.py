@@ -21,6 +21,7 @@ TASK_RECONCILE = "inspector.reconcile_ingest"
 TASK_TRAIN = "inspector.train"
 TASK_NIGHTLY = "inspector.nightly_training"
 TASK_ASSESS = "inspector.assess"
+TASK_RECONCILE_VERDICTS = "inspector.reconcile_verdicts"
 
 
 def cron_schedule(spec: str) -> crontab:
@@ -54,6 +55,7 @@ def make_celery(settings: Settings) -> Celery:
             TASK_TRAIN: {"queue": "train"},
             TASK_NIGHTLY: {"queue": "train"},
             TASK_ASSESS: {"queue": "train"},
+            TASK_RECONCILE_VERDICTS: {"queue": "ingest"},
         },
         task_serializer="json",
         result_serializer="json",
@@ -77,6 +79,11 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule={
             "reconcile-ingest": {
                 "task": TASK_RECONCILE,
+                "schedule": settings.reconcile_interval_seconds,
+                "options": {"queue": "ingest", "expires": settings.reconcile_interval_seconds},
+            },
+            "reconcile-verdicts": {
+                "task": TASK_RECONCILE_VERDICTS,
                 "schedule": settings.reconcile_interval_seconds,
                 "options": {"queue": "ingest", "expires": settings.reconcile_interval_seconds},
             },

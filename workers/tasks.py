@@ -12,7 +12,7 @@ from typing import Any
 from celery.exceptions import Reject
 from celery.signals import worker_process_init
 
-from inspector import gating, ingest, promotion, training
+from inspector import gating, ingest, promotion, records, training, verdicts
 from inspector.config import get_settings, open_configured_store
 from inspector.errors import IngestFailed
 from storage import ObjectStore, Unavailable
@@ -21,6 +21,7 @@ from workers.celery_app import (
     TASK_INGEST,
     TASK_NIGHTLY,
     TASK_RECONCILE,
+    TASK_RECONCILE_VERDICTS,
     TASK_TRAIN,
     get_celery,
 )
@@ -79,6 +80,40 @@ def reconcile_ingest() -> dict[str, Any]:
             "reconciler: %d stored-but-not-ingested images, %d queued now", len(missing), queued
         )
     return {"missing": len(missing), "queued": queued}
+
+
+@app.task(name=TASK_RECONCILE_VERDICTS)
+def reconcile_verdicts() -> dict[str, Any]:
+    """Ask for a verdict on accepted images that never got one (no worker was up, or a
+    worker died before storing it), once a production model is being served."""
+    from workers.inference_queue import InferenceClient, request
+
+    client = InferenceClient(settings.resolved_redis_url)
+    if client.serving_version() is None:
+        return {"queued": 0, "reason": "no production model is being served"}
+    store = worker_store()
+    cutoff = ingest.records.now_utc() - timedelta(seconds=settings.reconcile_grace_seconds)
+    judged = verdicts.judged_ids(store)
+    missing = [
+        records.id_from_key(info.key)
+        for info in store.list("images/records/")
+        if info.modified < cutoff and records.id_from_key(info.key) not in judged
+    ]
+    redis = app.backend.client
+    ttl = int(max(600, 10 * settings.reconcile_interval_seconds))
+    fresh = [
+        i for i in missing if redis.set(f"inspector:reconcile-verdict:{i}", 1, nx=True, ex=ttl)
+    ]
+    for start in range(0, len(fresh), settings.inference_max_batch):
+        chunk = fresh[start : start + settings.inference_max_batch]
+        client.send(request(image_ids=chunk, reply=False, record=True))
+    if missing:
+        log.info(
+            "verdict reconciler: %d images without a verdict, %d queued now",
+            len(missing),
+            len(fresh),
+        )
+    return {"missing": len(missing), "queued": len(fresh)}
 
 
 # --- training (train queue, solo pool: TensorFlow is loaded in this process only) ------

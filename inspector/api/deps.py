@@ -11,6 +11,7 @@ from inspector.api.auth import Principal, authenticate, authorize
 from inspector.api.queue import Enqueuer
 from inspector.config import Role, Settings
 from storage import ObjectStore
+from workers.inference_queue import InferenceClient
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -28,7 +29,13 @@ def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueuer
 
 
+def get_inference(request: Request) -> InferenceClient:
+    """The client of the inference queue the app was built with."""
+    return request.app.state.inference
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+InferenceDep = Annotated[InferenceClient, Depends(get_inference)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 

@@ -62,6 +62,14 @@ HTTP_CODES = {
 }
 
 
+class TFServingError(Exception):
+    """An error on a TF Serving route, answered as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 class ApiError(Exception):
     """An error raised by a route itself, with its status and code."""
 
@@ -71,13 +79,16 @@ class ApiError(Exception):
 
 
 def error_response(
+    request: Request | None,
     status: int,
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """The one shape of every error."""
+    """The one shape of every error (TF Serving's ``{"error": message}`` on its routes)."""
+    if request is not None and getattr(request.state, "tf_serving", False):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
@@ -98,12 +109,16 @@ def install(app: FastAPI) -> None:
         log.info(
             "%s %s → %s %s: %s", request.method, request.url.path, status, exc.code, exc.message
         )
-        return error_response(status, exc.code, exc.message)
+        return error_response(request, status, exc.code, exc.message)
+
+    @app.exception_handler(TFServingError)
+    async def _tf_serving(request: Request, exc: TFServingError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
         log.info("%s %s → %s %s", request.method, request.url.path, exc.status, exc.code)
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -114,16 +129,19 @@ def install(app: FastAPI) -> None:
             request.client.host if request.client else "?",
             exc,
         )
-        return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        return error_response(
+            request, 401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}
+        )
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
-        return error_response(403, "forbidden", str(exc))
+        return error_response(request, 403, "forbidden", str(exc))
 
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         log.error("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
+            request,
             503,
             "store_unavailable",
             "the object store is unreachable; nothing was accepted, retry shortly",
@@ -134,6 +152,7 @@ def install(app: FastAPI) -> None:
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         log.error("object store error on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
+            request,
             503,
             "store_error",
             "the object store refused the request; an admin should check its logs",
@@ -149,19 +168,28 @@ def install(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         message = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details)
-        return error_response(422, "invalid_request", message or "invalid request", details)
+        return error_response(
+            request, 422, "invalid_request", message or "invalid request", details
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):
             return error_response(
-                413, "payload_too_large", "the request body is larger than this endpoint accepts"
+                request,
+                413,
+                "payload_too_large",
+                "the request body is larger than this endpoint accepts",
             )
         code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        return error_response(
+            request, exc.status_code, code, message, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "unexpected error; it has been logged")
+        return error_response(
+            request, 500, "internal_error", "unexpected error; it has been logged"
+        )

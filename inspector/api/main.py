@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -10,7 +11,16 @@ from inspector import records
 from inspector.api import errors
 from inspector.api.middleware import BodySizeLimit
 from inspector.api.queue import CeleryEnqueuer, Enqueuer
-from inspector.api.routes import classes, datasets, health, images, models, training
+from inspector.api.routes import (
+    classes,
+    datasets,
+    health,
+    images,
+    models,
+    review,
+    tfserving,
+    training,
+)
 from inspector.config import Settings, get_settings, open_configured_store
 from storage import ObjectStore, StoreError
 
@@ -25,6 +35,7 @@ def create_app(
     *,
     store: ObjectStore | None = None,
     enqueuer: Enqueuer | None = None,
+    inference: Any = None,
 ) -> FastAPI:
     """Build the API. Without arguments everything comes from the environment."""
     settings = settings or get_settings()
@@ -37,8 +48,13 @@ def create_app(
     app.state.settings = settings
     app.state.store = store or open_configured_store(settings)
     app.state.enqueuer = enqueuer or CeleryEnqueuer(settings)
+    if inference is None:
+        from workers.inference_queue import InferenceClient
+
+        inference = InferenceClient(settings.resolved_redis_url, settings.enqueue_timeout_seconds)
+    app.state.inference = inference
     errors.install(app)
-    for module in (health, images, classes, datasets, training, models):
+    for module in (health, images, review, classes, datasets, training, models, tfserving):
         app.include_router(module.router)
     try:
         # Seed the vocabulary now, so that no request (not even a rejected one) writes it.

@@ -32,6 +32,22 @@ class UploadAccepted(BaseModel):
     received_at: str
     label: str | None = None
     url: str
+    verdict: dict[str, Any] | None = Field(
+        None, description="label, confidence, defect, model_version, latency_ms, probabilities"
+    )
+    verdict_status: Literal["done", "pending", "no_model"] = Field(
+        "pending", description="pending: poll verdict_url; no_model: no model serves yet"
+    )
+    verdict_url: str = ""
+
+
+class VerdictOut(BaseModel):
+    """An image's verdict and the verdicts every version gave it."""
+
+    image_id: str
+    verdict_status: Literal["done", "pending"]
+    verdict: dict[str, Any] | None
+    history: list[dict[str, Any]]
 
 
 class LabelIn(BaseModel):

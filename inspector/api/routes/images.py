@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from inspector import records
-from inspector.api.deps import EnqueuerDep, Operator, SettingsDep, StoreDep, Uploader
+from inspector import images, records, verdicts
+from inspector.api.deps import (
+    AnyRole,
+    EnqueuerDep,
+    InferenceDep,
+    Operator,
+    SettingsDep,
+    StoreDep,
+    Uploader,
+)
 from inspector.api.errors import ApiError
 from inspector.api.schemas import (
     ErrorResponse,
@@ -17,11 +26,13 @@ from inspector.api.schemas import (
     LabelIn,
     LabelOut,
     UploadAccepted,
+    VerdictOut,
 )
 from inspector.images import ImageLimits
 from inspector.records import UploadMetadata
 from inspector.uploads import accept_upload
 from storage import NotFound
+from workers import inference_queue
 
 log = logging.getLogger("inspector.api.images")
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -48,6 +59,7 @@ def upload_image(
     store: StoreDep,
     settings: SettingsDep,
     enqueuer: EnqueuerDep,
+    inference: InferenceDep,
     file: Annotated[UploadFile | None, File(description="JPEG, PNG, BMP or TIFF bytes")] = None,
     line: MetaField = None,
     station: MetaField = None,
@@ -56,11 +68,15 @@ def upload_image(
     captured_at: Annotated[str | None, Form(description="ISO 8601 with timezone")] = None,
     label: Annotated[str | None, Form(description="ground truth, if known")] = None,
 ) -> UploadAccepted:
-    """Store the image durably, then queue it for ingest.
+    """Store the image durably, queue it for ingest, and answer with its verdict.
 
     The 2xx is sent only after the bytes and the record are in the object store.
-    Re-sending the same bytes returns the same id (200) and stores nothing twice.
+    Re-sending the same bytes returns the same id (200) and stores nothing twice. The
+    verdict comes from the production model within the deadline
+    (``INSPECTOR_VERDICT_DEADLINE_MS``); past it the answer says ``pending`` and
+    ``verdict_url`` gives it once made.
     """
+    started = time.monotonic()
     if file is None:
         raise ApiError(
             400, "missing_file", "send multipart/form-data with the image in a part named 'file'"
@@ -90,10 +106,13 @@ def upload_image(
         ingest = "queued" if enqueuer.ingest(record.image_id) else "deferred"
     url = f"/v1/images/{record.image_id}"
     response.headers["Location"] = url
+    verdict, verdict_status = _verdict(
+        store, inference, settings, record, data, result.duplicate, started
+    )
     if result.duplicate:
         response.status_code = 200
     log.info(
-        "%s image %s from %s line=%s part=%s (%dx%d %s, %d bytes) ingest=%s",
+        "%s image %s from %s line=%s part=%s (%dx%d %s, %d bytes) ingest=%s verdict=%s",
         "duplicate" if result.duplicate else "accepted",
         record.image_id,
         principal.name,
@@ -104,6 +123,9 @@ def upload_image(
         record.format,
         record.size_bytes,
         ingest,
+        f"{verdict['label']} ({verdict['confidence']:.2f}, v{verdict['model_version']})"
+        if verdict
+        else verdict_status,
     )
     return UploadAccepted(
         image_id=record.image_id,
@@ -112,6 +134,55 @@ def upload_image(
         received_at=record.received_at,
         label=record.label_at_upload,
         url=url,
+        verdict=verdict,
+        verdict_status=verdict_status,
+        verdict_url=f"{url}/verdict",
+    )
+
+
+def _verdict(
+    store: StoreDep,
+    inference: InferenceDep,
+    settings: SettingsDep,
+    record: records.ImageRecord,
+    data: bytes,
+    duplicate: bool,
+    started: float,
+) -> tuple[dict[str, Any] | None, str]:
+    """The image's verdict, asked of the inference workers within the deadline."""
+    if duplicate:
+        existing = verdicts.latest(store, record.image_id)
+        if existing is not None:
+            return existing, "done"
+    if inference.serving_version() is None:
+        return None, "no_model"
+    if record.format == "tiff":  # the SavedModel decodes JPEG, PNG and BMP, not TIFF
+        data = images.encode_png(images.decode(data, "tiff"))
+    remaining = settings.verdict_deadline_ms / 1000 - (time.monotonic() - started)
+    req = inference_queue.request(
+        images=[data], image_ids=[record.image_id], record=True, deadline=time.time() + remaining
+    )
+    reply = inference.call(req, timeout=max(remaining, 0.005))
+    if reply is None or reply.get("status") != "ok":
+        return None, "pending"
+    return dict(reply["verdicts"][0]), "done"
+
+
+@router.get(
+    "/{image_id}/verdict",
+    response_model=VerdictOut,
+    responses=_ERRORS | {404: {"model": ErrorResponse}},
+    summary="The verdict on an image (poll this when the upload said pending)",
+)
+def get_verdict(image_id: str, store: StoreDep, _: AnyRole) -> VerdictOut:
+    """The newest verdict, and every version's verdict on this image."""
+    records.read_record(store, image_id)
+    history = verdicts.history(store, image_id)
+    return VerdictOut(
+        image_id=image_id,
+        verdict_status="done" if history else "pending",
+        verdict=history[-1] if history else None,
+        history=history,
     )
 
 

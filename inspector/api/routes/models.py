@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 
 from inspector import promotion, registry, report_html, training
 from inspector.api.auth import authorize
-from inspector.api.deps import EnqueuerDep, Operator, SettingsDep, StoreDep
+from inspector.api.deps import EnqueuerDep, InferenceDep, Operator, SettingsDep, StoreDep
 from inspector.api.errors import ApiError
+from inspector.api.routes import tfserving
 from inspector.api.schemas import ErrorResponse
 
 log = logging.getLogger("inspector.api.models")
@@ -71,11 +72,17 @@ def list_models(
 
 @router.get("/v1/models/{name}/versions/{version}", responses=_ERRORS, summary="One version")
 def show_version(
-    name: str, version: VersionPath, store: StoreDep, settings: SettingsDep, _: Operator
+    name: str,
+    version: VersionPath,
+    store: StoreDep,
+    settings: SettingsDep,
+    inference: InferenceDep,
+    _: Operator,
 ) -> dict[str, Any]:
-    """State, aliases, classes, data, and the summary of its latest report."""
+    """TF Serving's status of the version, plus the registry's view: state, aliases,
+    classes, data, the summary of its latest report, and its shadow-mode results."""
     _model(name, settings)
-    return promotion.version_view(store, version)
+    return tfserving.version_status(name, version, store, inference)
 
 
 @router.get(
@@ -115,6 +122,7 @@ def approve(
     store: StoreDep,
     settings: SettingsDep,
     principal: Operator,
+    inference: InferenceDep,
 ) -> dict[str, Any]:
     """Promote an approved candidate to production; ``override`` (admins) for a failed gate."""
     _model(name, settings)
@@ -128,6 +136,7 @@ def approve(
         reason=body.reason,
         override=body.override,
     )
+    inference.notify_registry_change()
     return {"event": event, "version": promotion.version_view(store, version)}
 
 
@@ -141,12 +150,14 @@ def reject(
     store: StoreDep,
     settings: SettingsDep,
     principal: Operator,
+    inference: InferenceDep,
 ) -> dict[str, Any]:
     """Reject a candidate; it never serves."""
     _model(name, settings)
     event = promotion.reject(
         store, version, actor=principal.name, role=principal.role, reason=body.reason
     )
+    inference.notify_registry_change()
     return {"event": event, "version": promotion.version_view(store, version)}
 
 
@@ -185,11 +196,17 @@ def evaluate(
     summary="Put the previous production version back",
 )
 def rollback(
-    name: str, body: ReasonIn, store: StoreDep, settings: SettingsDep, principal: Operator
+    name: str,
+    body: ReasonIn,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Operator,
+    inference: InferenceDep,
 ) -> dict[str, Any]:
     """One step back: the previous production version serves again."""
     _model(name, settings)
     event = promotion.rollback(store, actor=principal.name, role=principal.role, reason=body.reason)
+    inference.notify_registry_change()
     return {"event": event, "aliases": registry.read_state(store).aliases}
 
 

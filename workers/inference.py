@@ -1,0 +1,393 @@
+"""The inference worker: a micro-batching consumer of the inference queue.
+
+`inspector worker inference` runs this module as its own process (TensorFlow loads here,
+and this process never forks). Not a Celery task: a verdict has a 200 ms deadline, and
+batching independent requests needs a consumer that can wait a millisecond for more
+work and answer each caller on its own reply list. The issue allows "a micro-batcher of
+its own"; Celery still runs everything else (ingest, training, reconcilers).
+
+Threads: the serving loop (batches requests, swaps models between batches), a watcher
+(Redis pub/sub on registry changes, and a poll of the production alias as fallback; it
+loads new versions in the background), and a heartbeat (status in Redis for the API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis as redis_lib
+
+from inspector import images, records, registry, verdicts
+from inspector.config import Settings, get_settings, open_configured_store
+from inspector.errors import ImageNotFound
+from inspector.serving import LoadedModel, LoadFailed, ModelHolder, rss_bytes
+from storage import ObjectStore, StoreError
+from workers.inference_queue import QUEUE, REGISTRY_CHANNEL, REPLY_TTL_SECONDS, STATUS
+
+log = logging.getLogger("inspector.inference")
+
+
+class InferenceWorker:
+    """Serves verdicts from the production version; swaps versions without a gap."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, name: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.name = name or f"inference@{socket.gethostname()}:{os.getpid()}"
+        self.redis = redis_lib.Redis.from_url(
+            settings.resolved_redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=10,
+        )
+        self.holder = ModelHolder(store, settings.models_dir)
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.ok_labels = {c.name for c in records.list_classes(store) if not c.defect}
+        self.served = 0
+        self.batches = 0
+
+    # --- the watcher: which version should serve? ------------------------------------
+    def desired(self) -> tuple[int | None, int | None]:
+        """(production version, shadow candidate) according to the registry now."""
+        state = registry.read_state(self.store)
+        shadow = verdicts.shadow_candidate(self.store) if self.settings.shadow_mode else None
+        return state.aliases.get("production"), shadow
+
+    def sync(self) -> None:
+        """Prepare whatever the registry wants that is not loaded yet."""
+        production, shadow = self.desired()
+        current = self.holder.current
+        if production is not None and (current is None or current.version != production):
+            try:
+                self.holder.prepare(production)
+            except LoadFailed as exc:
+                log.error("%s; the current version keeps serving", exc.message)
+                try:
+                    registry.transition(
+                        self.store,
+                        production,
+                        "load_failed",
+                        actor=self.name,
+                        role="system",
+                        reason=exc.message,
+                    )
+                except Exception as refused:  # another worker may have marked it already
+                    log.info("not marked load_failed: %s", refused)
+        self.holder.prepare_shadow(shadow)
+
+    def watch(self) -> None:
+        """Re-sync on every registry notification, and every few seconds regardless."""
+        pubsub = None
+        while not self.stopping.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(REGISTRY_CHANNEL)
+                pubsub.get_message(timeout=self.settings.inference_poll_seconds)
+            except redis_lib.RedisError:
+                pubsub = None
+                self.stopping.wait(self.settings.inference_poll_seconds)
+            try:
+                self.sync()
+            except StoreError as exc:
+                log.warning("cannot read the registry: %s", exc)
+
+    # --- the heartbeat -------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What this worker reports to the API."""
+        s = self.holder.status
+        return {
+            "name": self.name,
+            "version": s.version,
+            "state": s.state,
+            "shadow_version": s.shadow_version,
+            "loading_version": s.loading_version,
+            "last_error": s.last_error,
+            "swaps": s.swaps,
+            "last_swap_seconds": s.last_swap_seconds,
+            "rss_bytes": rss_bytes(),
+            "served": self.served,
+            "batches": self.batches,
+            "updated_at": time.time(),
+        }
+
+    def heartbeat(self) -> None:
+        """Publish the status every two seconds until stopped; remove it at the end."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(redis_lib.RedisError):
+                self.redis.hset(STATUS, self.name, json.dumps(self.status()))
+            self.stopping.wait(2.0)
+        with contextlib.suppress(redis_lib.RedisError):
+            self.redis.hdel(STATUS, self.name)
+
+    # --- the serving loop ----------------------------------------------------------------
+    def next_batch(self) -> list[dict[str, Any]]:
+        """Block for one request, then gather more for up to ``max_wait`` ms."""
+        first = self.redis.brpop([QUEUE], timeout=1)
+        if first is None:
+            return []
+        batch = [json.loads(first[1])]
+        images = len(batch[0]["images"]) or len(batch[0]["image_ids"])
+        deadline = time.monotonic() + self.settings.inference_max_wait_ms / 1000
+        while images < self.settings.inference_max_batch:
+            item: Any = self.redis.rpop(QUEUE)
+            if item is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                waited = self.redis.brpop([QUEUE], timeout=max(remaining, 0.001))
+                if waited is None:
+                    break
+                item = waited[1]
+            request = json.loads(item)
+            batch.append(request)
+            images += len(request["images"]) or len(request["image_ids"])
+        return batch
+
+    def _model_for(self, target: Any) -> LoadedModel | None:
+        current, shadow = self.holder.current, self.holder.shadow
+        if target in ("production", None):
+            return current
+        if target == "candidate":
+            return shadow
+        for model in (current, shadow):
+            if model is not None and str(model.version) == str(target):
+                return model
+        return None
+
+    def _payload(self, request: dict[str, Any]) -> list[bytes]:
+        if request["images"]:
+            return [base64.b64decode(b) for b in request["images"]]
+        payload = []
+        for image_id in request["image_ids"]:
+            record = records.read_record(self.store, image_id)
+            data = self.store.get_bytes(record.raw_key)
+            if record.format == "tiff":  # the SavedModel decodes JPEG, PNG and BMP
+                data = images.encode_png(images.decode(data, "tiff"))
+            payload.append(data)
+        return payload
+
+    def serve(self, batch: list[dict[str, Any]]) -> None:
+        """Answer one batch: one model call per target version, replies first, records after."""
+        self.holder.swap_if_ready()
+        groups: dict[int, list[tuple[dict[str, Any], list[bytes]]]] = defaultdict(list)
+        models: dict[int, LoadedModel] = {}
+        replies = []
+        for request in batch:
+            model = self._model_for(request.get("target"))
+            if model is None:
+                replies.append((request, self._not_found(request)))
+                continue
+            try:
+                payload = self._payload(request)
+            except (StoreError, ImageNotFound) as exc:
+                replies.append(
+                    (request, {"id": request["id"], "status": "error", "error": str(exc)})
+                )
+                continue
+            models[model.version] = model
+            groups[model.version].append((request, payload))
+        to_record = []
+        for version, items in groups.items():
+            model = models[version]
+            images = [image for _, payload in items for image in payload]
+            started = time.perf_counter()
+            try:
+                outputs = model.predict(images)
+            except Exception as exc:  # a request TensorFlow cannot decode fails alone
+                log.warning("batch of %d failed (%s); answering one by one", len(images), exc)
+                for request, payload in items:
+                    replies.append((request, self._one_by_one(model, request, payload)))
+                continue
+            latency = (time.perf_counter() - started) * 1000
+            row = 0
+            for request, payload in items:
+                rows = slice(row, row + len(payload))
+                row += len(payload)
+                replies.append((request, self._reply(model, request, outputs, rows, latency)))
+                if request.get("record"):
+                    to_record.append((model, request, outputs, rows, latency, payload))
+        self._send(replies)
+        self.served += sum(len(p) for items in groups.values() for _, p in items)
+        self.batches += 1
+        for model, request, outputs, rows, latency, payload in to_record:
+            self._record(model, request, outputs, rows, latency, payload)
+
+    def _not_found(self, request: dict[str, Any]) -> dict[str, Any]:
+        target = request.get("target")
+        if target in ("production", None) and self.holder.current is None:
+            message = "no production model is being served yet"
+        else:
+            message = f"Servable not found for request: {target}"
+        return {"id": request["id"], "status": "error", "code": "not_found", "error": message}
+
+    def _reply(
+        self,
+        model: LoadedModel,
+        request: dict[str, Any],
+        outputs: dict[str, Any],
+        rows: slice,
+        latency: float,
+    ) -> dict[str, Any]:
+        probabilities = outputs["probabilities"][rows]
+        return {
+            "id": request["id"],
+            "status": "ok",
+            "version": model.version,
+            "classes": model.classes,
+            "probabilities": probabilities.round(6).tolist(),
+            "verdicts": [
+                verdicts.make_verdict(
+                    image_id,
+                    model.version,
+                    model.classes,
+                    row,
+                    ok_labels=self.ok_labels,
+                    latency_ms=latency,
+                )
+                for image_id, row in zip(request["image_ids"], probabilities, strict=True)
+            ],
+            "latency_ms": round(latency, 3),
+            "queued_ms": round((time.time() - request["enqueued_at"]) * 1000, 3),
+        }
+
+    def _one_by_one(
+        self, model: LoadedModel, request: dict[str, Any], payload: list[bytes]
+    ) -> dict[str, Any]:
+        try:
+            started = time.perf_counter()
+            outputs = model.predict(payload)
+            return self._reply(
+                model,
+                request,
+                outputs,
+                slice(0, len(payload)),
+                (time.perf_counter() - started) * 1000,
+            )
+        except Exception as exc:
+            return {
+                "id": request["id"],
+                "status": "error",
+                "code": "invalid_argument",
+                "error": str(exc)[:300],
+            }
+
+    def _send(self, replies: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for request, reply in replies:
+            if request.get("reply_to"):
+                pipe.lpush(request["reply_to"], json.dumps(reply))
+                pipe.expire(request["reply_to"], REPLY_TTL_SECONDS)
+        pipe.execute()
+
+    def _record(
+        self,
+        model: LoadedModel,
+        request: dict[str, Any],
+        outputs: dict[str, Any],
+        rows: slice,
+        latency: float,
+        payload: list[bytes],
+    ) -> None:
+        probabilities = outputs["probabilities"][rows]
+        shadow = self.holder.shadow
+        shadow_probs = None
+        if shadow is not None and shadow.version != model.version:
+            try:
+                shadow_probs = shadow.predict(payload)["probabilities"]
+            except Exception as exc:
+                log.warning("shadow version %d failed on a batch: %s", shadow.version, exc)
+        for i, image_id in enumerate(request["image_ids"]):
+            if image_id is None:
+                continue
+            verdict = verdicts.make_verdict(
+                image_id,
+                model.version,
+                model.classes,
+                probabilities[i],
+                ok_labels=self.ok_labels,
+                latency_ms=latency,
+            )
+            try:
+                verdicts.record(
+                    self.store, verdict, review_below=self.settings.review_confidence_below
+                )
+                if shadow_probs is not None and shadow is not None:
+                    candidate = verdicts.make_verdict(
+                        image_id, shadow.version, shadow.classes, shadow_probs[i]
+                    )
+                    verdicts.record_shadow(
+                        self.store, {**candidate, "production_label": verdict["label"]}
+                    )
+            except StoreError as exc:
+                log.warning(
+                    "verdict on %s not stored (%s); the reconciler will ask again", image_id, exc
+                )
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; finish the batch in hand first."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self.sync()
+        self.holder.swap_if_ready()
+        threads = [threading.Thread(target=t, daemon=True) for t in (self.watch, self.heartbeat)]
+        for thread in threads:
+            thread.start()
+        log.info("%s ready (serving version %s)", self.name, self.holder.status.version)
+        while not self.stopping.is_set():
+            try:
+                batch = self.next_batch()
+            except redis_lib.RedisError as exc:
+                log.warning("queue unreachable (%s); retrying", exc)
+                self.stopping.wait(1.0)
+                continue
+            if batch:
+                self.serve(batch)
+            else:
+                self.holder.swap_if_ready()
+        log.info("%s stopping after %d images in %d batches", self.name, self.served, self.batches)
+        self.stopping.set()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `inspector worker inference`."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], prog="inspector worker inference"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 if a worker on this host reported lately"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("INSPECTOR_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    settings = get_settings()
+    if args.check:
+        from workers.inference_queue import InferenceClient
+
+        host = f"inference@{socket.gethostname()}:"
+        alive = [
+            n for n in InferenceClient(settings.resolved_redis_url).workers() if n.startswith(host)
+        ]
+        raise SystemExit(0 if alive else 1)
+    InferenceWorker(settings, open_configured_store(settings)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The inference queue's wire protocol, and the client the API uses to ask for verdicts.
+
+A request is a JSON document pushed on a Redis list; the inference worker answers on a
+per-request reply list the client waits on with BLPOP, so a reply cannot go to the
+wrong caller and a caller that gave up leaves only a key that expires. Redis holds
+nothing here that matters once answered: verdicts of uploads are stored by the worker,
+and uploads that never got one are queued again by the verdict reconciler.
+
+No TensorFlow here: the API imports this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis as redis_lib
+
+QUEUE = "inspector:inference:requests"
+STATUS = "inspector:inference:status"
+REGISTRY_CHANNEL = "inspector:registry"
+REPLY_PREFIX = "inspector:inference:reply:"
+REPLY_TTL_SECONDS = 60
+STATUS_MAX_AGE_SECONDS = 15.0
+
+
+def request(
+    *,
+    images: Sequence[bytes] = (),
+    image_ids: Sequence[str | None] = (),
+    target: str = "production",
+    reply: bool = True,
+    record: bool = False,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """A request document: encoded images (or ids of stored images) to judge."""
+    return {
+        "id": uuid.uuid4().hex,
+        "images": [base64.b64encode(b).decode() for b in images],
+        "image_ids": list(image_ids) or [None] * len(images),
+        "target": target,
+        "reply_to": f"{REPLY_PREFIX}{uuid.uuid4().hex}" if reply else None,
+        "record": record,
+        "enqueued_at": time.time(),
+        "deadline": deadline,
+    }
+
+
+class InferenceClient:
+    """Pushes requests and waits for their replies, with a deadline."""
+
+    def __init__(self, redis_url: str, connect_timeout: float = 1.0) -> None:
+        self._redis = redis_lib.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=30,
+            health_check_interval=30,
+        )
+        self._status_cache: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+
+    def workers(self, max_age: float = STATUS_MAX_AGE_SECONDS) -> dict[str, dict[str, Any]]:
+        """Status of every inference worker seen in the last ``max_age`` seconds (cached 1 s)."""
+        fetched_at, cached = self._status_cache
+        if time.monotonic() - fetched_at < 1.0:
+            return cached
+        now = time.time()
+        statuses: dict[str, dict[str, Any]] = {}
+        try:
+            raw: dict[bytes, bytes] = self._redis.hgetall(STATUS)  # type: ignore[assignment]
+        except redis_lib.RedisError:
+            raw = {}  # remembered for a second too: an outage must not slow every upload
+        for name, value in raw.items():
+            status = json.loads(value)
+            if now - status.get("updated_at", 0) <= max_age:
+                statuses[name.decode()] = status
+        self._status_cache = (time.monotonic(), statuses)
+        return statuses
+
+    def serving_version(self) -> int | None:
+        """The production version some live worker is serving, if any."""
+        versions = [
+            s.get("version") for s in self.workers().values() if s.get("state") == "AVAILABLE"
+        ]
+        return max((v for v in versions if v is not None), default=None)
+
+    def call(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Push ``req`` and wait up to ``timeout`` seconds for its reply (None: no reply)."""
+        try:
+            self._redis.lpush(QUEUE, json.dumps(req))
+            if not req["reply_to"]:
+                return None
+            answer = self._redis.blpop([req["reply_to"]], timeout=max(timeout, 0.001))
+        except redis_lib.RedisError:
+            return None
+        return json.loads(answer[1]) if answer else None
+
+    def send(self, req: dict[str, Any]) -> bool:
+        """Push ``req`` without waiting (e.g. the reconciler's requests)."""
+        try:
+            self._redis.lpush(QUEUE, json.dumps(req))
+        except redis_lib.RedisError:
+            return False
+        return True
+
+    def notify_registry_change(self) -> None:
+        """Tell inference workers to re-read the registry now (they also poll)."""
+        # If this fails they still poll the production alias every few seconds.
+        with contextlib.suppress(redis_lib.RedisError):
+            self._redis.publish(REGISTRY_CHANNEL, b"changed")
