@@ -134,27 +134,26 @@ class InferenceWorker:
 
     # --- the serving loop ----------------------------------------------------------------
     def next_batch(self) -> list[dict[str, Any]]:
-        """Block for one request, then gather more for up to ``max_wait`` ms."""
+        """Block for one request, then take what else is queued, waiting up to ``max_wait``
+        ms once for more. (Not a second BRPOP: Redis rounds blocking timeouts to its
+        100 ms clock, and a timeout under a millisecond means "forever".)"""
         first = self.redis.brpop([QUEUE], timeout=1)
         if first is None:
             return []
         batch = [json.loads(first[1])]
-        images = len(batch[0]["images"]) or len(batch[0]["image_ids"])
-        deadline = time.monotonic() + self.settings.inference_max_wait_ms / 1000
-        while images < self.settings.inference_max_batch:
-            item: Any = self.redis.rpop(QUEUE)
-            if item is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                waited = self.redis.brpop([QUEUE], timeout=max(remaining, 0.001))
-                if waited is None:
-                    break
-                item = waited[1]
-            request = json.loads(item)
-            batch.append(request)
-            images += len(request["images"]) or len(request["image_ids"])
+        limit = self.settings.inference_max_batch
+        batch += self._drain(limit - 1)
+        wait = self.settings.inference_max_wait_ms / 1000
+        if len(batch) < limit and wait > 0:
+            time.sleep(wait)
+            batch += self._drain(limit - len(batch))
         return batch
+
+    def _drain(self, count: int) -> list[dict[str, Any]]:
+        if count <= 0:
+            return []
+        items: Any = self.redis.rpop(QUEUE, count)
+        return [json.loads(item) for item in items or []]
 
     def _model_for(self, target: Any) -> LoadedModel | None:
         current, shadow = self.holder.current, self.holder.shadow

@@ -58,7 +58,7 @@ class InferenceClient:
         self._redis = redis_lib.Redis.from_url(
             redis_url,
             socket_connect_timeout=connect_timeout,
-            socket_timeout=30,
+            socket_timeout=90,
             health_check_interval=30,
         )
         self._status_cache: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
@@ -94,7 +94,9 @@ class InferenceClient:
             self._redis.lpush(QUEUE, json.dumps(req))
             if not req["reply_to"]:
                 return None
-            answer = self._redis.blpop([req["reply_to"]], timeout=max(timeout, 0.001))
+            # Redis treats a blocking timeout under 1 ms as "forever"; it wakes the caller
+            # as soon as the reply is pushed, so a small floor costs nothing.
+            answer = self._redis.blpop([req["reply_to"]], timeout=max(timeout, 0.01))
         except redis_lib.RedisError:
             return None
         return json.loads(answer[1]) if answer else None

@@ -310,10 +310,14 @@ async def _predict(
     images, columnar = _parse_predict(await _body(request))
     from starlette.concurrency import run_in_threadpool
 
-    rows = _outputs(await run_in_threadpool(_call, inference, images, target))
+    reply = await run_in_threadpool(_call, inference, images, target)
+    rows = _outputs(reply)
+    # TF Serving's gRPC answer names the version (model_spec); its REST answer does not.
+    # The key is extra, so TF Serving clients read the answer as before.
+    spec = {"model_spec": {"name": name, "version": str(reply["version"])}}
     if columnar:
-        return {"outputs": {key: [row[key] for row in rows] for key in OUTPUTS}}
-    return {"predictions": rows}
+        return {"outputs": {key: [row[key] for row in rows] for key in OUTPUTS}, **spec}
+    return {"predictions": rows, **spec}
 
 
 async def _classify(
