@@ -504,6 +504,58 @@ def runs_show(
 
 
 @app.command()
+def review(
+    limit: Annotated[int, typer.Option(min=1, help="at most this many images")] = 20,
+    list_only: Annotated[bool, typer.Option("--list", help="only list the queue")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Work through the review queue: label each image the model was unsure of.
+
+    For each image it shows the verdict and where to see the image; type a class name
+    to label it (it feeds the next training run), Enter to skip, q to stop.
+    """
+    secret = _token(token, "operator")
+    queue = _request("GET", url, secret, f"/v1/review?limit={limit}")
+    if not queue:
+        typer.echo("the review queue is empty")
+        return
+    names = [c["name"] for c in _request("GET", url, secret, "/v1/classes")]
+    labelled = 0
+    for n, item in enumerate(queue, 1):
+        top = sorted(item["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        typer.echo(
+            f"\n[{n}/{len(queue)}] {item['image_id']}\n  verdict {item['label']} "
+            f"({item['confidence']:.0%}, version {item['model_version']}); "
+            + ", ".join(f"{label} {p:.0%}" for label, p in top)
+            + f"\n  image: {url.rstrip('/')}{item['image_url']}"
+        )
+        if list_only:
+            continue
+        while True:
+            answer = typer.prompt(
+                f"  label ({'/'.join(names)}; Enter skips, q quits)", default="", show_default=False
+            )
+            answer = answer.strip()
+            if answer in ("", "q") or answer in names:
+                break
+            typer.echo(f"  {answer!r} is not a class; classes: {', '.join(names)}")
+        if answer == "q":
+            break
+        if answer:
+            _request(
+                "PUT",
+                url,
+                secret,
+                f"/v1/images/{item['image_id']}/label",
+                json={"label": answer, "reason": "review queue"},
+            )
+            labelled += 1
+    if not list_only:
+        typer.echo(f"\n{labelled} labelled; they train with the next run")
+
+
+@app.command()
 def snapshot(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
     """Freeze the labelled data now and show its counts per class and split."""
     doc = _request("POST", url, _token(token, "operator"), "/v1/snapshots")

@@ -34,7 +34,9 @@ class Traffic:
         self.base_url = base_url
         self.results: list[tuple[str, int, int | None, float]] = []  # kind, status, version, at
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=t, daemon=True) for t in (self.uploads, self.predictions)]
+        self.threads = [
+            threading.Thread(target=t, daemon=True) for t in (self.uploads, self.predictions)
+        ]
 
     def uploads(self) -> None:
         n = 0
@@ -42,20 +44,35 @@ class Traffic:
             while not self.stop.is_set():
                 n += 1
                 response = client.post(
-                    f"{self.base_url}/v1/images", headers=CAMERA,
-                    files=upload_files(part_image("ok", seed=10_000 + n, size=48)), data=metadata(part_id=f"t{n}"),
+                    f"{self.base_url}/v1/images",
+                    headers=CAMERA,
+                    files=upload_files(part_image("ok", seed=10_000 + n, size=48)),
+                    data=metadata(part_id=f"t{n}"),
                 )
                 verdict = response.json().get("verdict") if response.status_code < 300 else None
-                self.results.append(("upload", response.status_code, verdict and verdict["model_version"], time.time()))
+                self.results.append(
+                    (
+                        "upload",
+                        response.status_code,
+                        verdict and verdict["model_version"],
+                        time.time(),
+                    )
+                )
 
     def predictions(self) -> None:
         image = base64.b64encode(part_image("pit", seed=7, size=48)).decode()
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
                 response = client.post(
-                    f"{self.base_url}/v1/models/inspector:predict", headers=CAMERA, json={"instances": [{"b64": image}]}
+                    f"{self.base_url}/v1/models/inspector:predict",
+                    headers=CAMERA,
+                    json={"instances": [{"b64": image}]},
                 )
-                version = int(response.json()["model_spec"]["version"]) if response.status_code == 200 else None
+                version = (
+                    int(response.json()["model_spec"]["version"])
+                    if response.status_code == 200
+                    else None
+                )
                 self.results.append(("predict", response.status_code, version, time.time()))
 
     def latest_version(self) -> int | None:
@@ -79,7 +96,11 @@ def test_swaps_under_continuous_traffic_fail_no_request(trained_template, tmp_pa
     registry.transition(store, 1, "approve", actor="setup", role="operator", reason="first")
     versions = [clone_version(store, 1) for _ in range(3)]
     broken = clone_version(store, 1)
-    key = next(i.key for i in store.list(registry.version_prefix(broken) + "saved_model/variables/") if ".data-" in i.key)
+    key = next(
+        i.key
+        for i in store.list(registry.version_prefix(broken) + "saved_model/variables/")
+        if ".data-" in i.key
+    )
     store.put_bytes(key, store.get_bytes(key)[:64])
     for number in [*versions, broken]:
         promote(store, number)
@@ -100,20 +121,33 @@ def test_swaps_under_continuous_traffic_fail_no_request(trained_template, tmp_pa
         worker.wait_for_output("ready (serving version 1)")
 
         def serving(number: int) -> bool:
-            return traffic.latest_version() == number and all(r[2] == number for r in traffic.results[-4:])
+            return traffic.latest_version() == number and all(
+                r[2] == number for r in traffic.results[-4:]
+            )
 
         with httpx.Client(timeout=30, headers=OPERATOR) as ops, Traffic(base_url) as traffic:
             wait_for(lambda: len(traffic.results) >= 10, 60, "traffic", worker.log)
             for number in versions:
-                answer = ops.post(f"{base_url}/v1/models/inspector/versions/{number}:approve", json={"reason": "swap"})
+                answer = ops.post(
+                    f"{base_url}/v1/models/inspector/versions/{number}:approve",
+                    json={"reason": "swap"},
+                )
                 assert answer.status_code == 200, answer.text
                 wait_for(lambda n=number: serving(n), 60, f"version {number} serving", worker.log)
             back = ops.post(f"{base_url}/v1/models/inspector:rollback", json={"reason": "back one"})
             assert back.status_code == 200 and back.json()["aliases"]["production"] == versions[1]
             wait_for(lambda: serving(versions[1]), 60, "rollback serving", worker.log)
-            bad = ops.post(f"{base_url}/v1/models/inspector/versions/{broken}:approve", json={"reason": "broken"})
+            bad = ops.post(
+                f"{base_url}/v1/models/inspector/versions/{broken}:approve",
+                json={"reason": "broken"},
+            )
             assert bad.status_code == 200
-            wait_for(lambda: registry.read_state(store).state_of(broken) == "load_failed", 60, "load_failed", worker.log)
+            wait_for(
+                lambda: registry.read_state(store).state_of(broken) == "load_failed",
+                60,
+                "load_failed",
+                worker.log,
+            )
             time.sleep(2)  # traffic continues on the old version
             status = ops.get(f"{base_url}/v1/models/inspector").json()
         failures = [r for r in traffic.results if r[1] >= 300 or r[2] is None]
@@ -123,7 +157,9 @@ def test_swaps_under_continuous_traffic_fail_no_request(trained_template, tmp_pa
         assert set(seen) == {1, *versions} and broken not in seen
         assert registry.alias(store, "production") == versions[1]
         assert status["model_version_status"][0] == {
-            "version": str(versions[1]), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}
+            "version": str(versions[1]),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
         }
         event = registry.audit_log(store)[-1]
         assert (event["action"], event["version"]) == ("load_failed", broken)
