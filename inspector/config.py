@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="how often inference workers re-read the production alias"
     )
     shadow_mode: bool = Field(False, description="run the newest candidate beside production")
+    inference_recycle_rss_growth: float = Field(
+        0.5,
+        gt=0,
+        description="restart an inference worker whose memory grew by this fraction across swaps",
+    )
 
     # --- promotion ----------------------------------------------------------------------
     gate_policy: str = Field(

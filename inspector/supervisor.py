@@ -28,6 +28,9 @@ from inspector.config import Settings
 log = logging.getLogger("inspector.run")
 
 STOP_TIMEOUT_SECONDS = 20.0
+# A child that exits with this code (EX_TEMPFAIL) finished its work and wants a fresh
+# process, e.g. an inference worker whose memory grew across model swaps.
+RECYCLE_EXIT_CODE = 75
 
 
 @dataclass
@@ -108,6 +111,12 @@ class Supervisor:
                 for child in self.children:
                     assert child.proc is not None
                     rc = child.proc.poll()
+                    if rc == RECYCLE_EXIT_CODE:
+                        log.info(
+                            "%s asked to be recycled (exit %d); starting it again", child.name, rc
+                        )
+                        self.start(child)
+                        continue
                     if rc is not None:
                         log.error("%s exited with code %s; stopping everything", child.name, rc)
                         code = 1

@@ -32,6 +32,7 @@ from inspector import images, records, registry, verdicts
 from inspector.config import Settings, get_settings, open_configured_store
 from inspector.errors import ImageNotFound
 from inspector.serving import LoadedModel, LoadFailed, ModelHolder, rss_bytes
+from inspector.supervisor import RECYCLE_EXIT_CODE
 from storage import ObjectStore, StoreError
 from workers.inference_queue import QUEUE, REGISTRY_CHANNEL, REPLY_TTL_SECONDS, STATUS
 
@@ -57,6 +58,8 @@ class InferenceWorker:
         self.ok_labels = {c.name for c in records.list_classes(store) if not c.defect}
         self.served = 0
         self.batches = 0
+        self.recycle = False
+        self.baseline_rss: int | None = None
 
     # --- the watcher: which version should serve? ------------------------------------
     def desired(self) -> tuple[int | None, int | None]:
@@ -335,6 +338,24 @@ class InferenceWorker:
                     "verdict on %s not stored (%s); the reconciler will ask again", image_id, exc
                 )
 
+    def _should_recycle(self) -> bool:
+        """Whether memory grew too much across swaps (TensorFlow may not give it back)."""
+        status = self.holder.status
+        if status.swaps <= 1:
+            self.baseline_rss = None
+            return False
+        if self.baseline_rss is None:
+            self.baseline_rss = status.history[0]["rss_bytes"] if status.history else rss_bytes()
+        growth = (status.rss_bytes - self.baseline_rss) / max(self.baseline_rss, 1)
+        if growth > self.settings.inference_recycle_rss_growth:
+            log.warning(
+                "memory grew %.0f%% across %d swaps; recycling this worker (queued requests wait)",
+                growth * 100,
+                status.swaps,
+            )
+            return True
+        return False
+
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; finish the batch in hand first."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -356,6 +377,9 @@ class InferenceWorker:
                 self.serve(batch)
             else:
                 self.holder.swap_if_ready()
+            if self._should_recycle():
+                self.recycle = True
+                break
         log.info("%s stopping after %d images in %d batches", self.name, self.served, self.batches)
         self.stopping.set()
         for thread in threads:
@@ -385,7 +409,12 @@ def main(argv: list[str] | None = None) -> None:
             n for n in InferenceClient(settings.resolved_redis_url).workers() if n.startswith(host)
         ]
         raise SystemExit(0 if alive else 1)
-    InferenceWorker(settings, open_configured_store(settings)).run()
+    worker = InferenceWorker(settings, open_configured_store(settings))
+    worker.run()
+    if worker.recycle:
+        # The supervisor (`inspector run`) and docker compose (restart: unless-stopped)
+        # start a fresh process; requests wait in the queue meanwhile.
+        raise SystemExit(RECYCLE_EXIT_CODE)
 
 
 if __name__ == "__main__":
