@@ -227,7 +227,7 @@ def test_tf_serving_routes_need_a_token_and_say_so_in_their_shape(service):
 
 
 def test_uploads_get_a_verdict_unsure_ones_go_to_review_and_shadow_mode_compares(service, tmp_path):
-    client, store, candidate, base_url = service
+    client, _store, candidate, base_url = service
     ids, unsure = [], set()
     for n in range(6):  # stains: a class this model never learned, so it is often unsure
         answer = client.post(

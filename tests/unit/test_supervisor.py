@@ -33,7 +33,9 @@ def _stop_later(seconds: float) -> None:
 
 def test_a_child_that_asks_to_be_recycled_is_started_again(tmp_path):
     out = io.StringIO()
-    child = Child("worker", [sys.executable, "-c", CHILD.format(code=RECYCLE_EXIT_CODE), str(tmp_path / "m")])
+    child = Child(
+        "worker", [sys.executable, "-c", CHILD.format(code=RECYCLE_EXIT_CODE), str(tmp_path / "m")]
+    )
     _stop_later(3.0)
     code = Supervisor([child], dict(os.environ), out=out).run()
     assert code == 0
