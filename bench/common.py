@@ -24,7 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 NEU_DEFAULT = (ROOT / ".." / "shared" / "datasets" / "neu").resolve()
 # Other benchmarks that must not share the cores with a timed run.
-BENCHMARKS = ("bench/ingest.py", "bench/train_neu.py", "bench/pipeline.py")
+BENCHMARKS = (
+    "bench/ingest.py",
+    "bench/train_neu.py",
+    "bench/pipeline.py",
+    "bench/serving.py",
+)
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless")
 
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 READY = {
     "worker-ingest": "ready.",
-    "worker-inference": "ready.",
+    "worker-inference": "ready (serving version",
     "worker-train": "ready.",
     "beat": "beat: Starting",
 }
@@ -75,8 +75,11 @@ def test_every_service_command_runs_with_the_compose_environment(tmp_path, redis
 
         for name in ("worker-ingest", "worker-inference", "worker-train"):
             test = services[name]["healthcheck"]["test"]
-            assert test[0] == "CMD-SHELL"
-            command = test[1].replace("celery ", f"{sys.executable} -m celery ", 1)
+            if test[0] == "CMD-SHELL":
+                command = test[1].replace("celery ", f"{sys.executable} -m celery ", 1)
+            else:
+                assert test[:2] == ["CMD", "python"]
+                command = " ".join([sys.executable, *test[2:]])
             result = subprocess.run(
                 command,
                 shell=True,
