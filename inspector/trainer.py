@@ -71,8 +71,19 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {k: round(float(v), 5) for k, v in (logs or {}).items()}
         log.info("epoch %d/%d: %s", epoch + 1, self.epochs, values)
+        elapsed = time.monotonic() - self.started
+        done = (epoch + 1) * self.steps
         self.progress(
-            {"phase": "training", "epoch": epoch + 1, "epochs": self.epochs, "epoch_logs": values}
+            {
+                "phase": "training",
+                "epoch": epoch + 1,
+                "epochs": self.epochs,
+                "batch": self.steps,
+                "batches": self.steps,
+                "loss": values.get("loss", float("nan")),
+                "eta_seconds": eta_seconds(elapsed, done, self.epochs * self.steps),
+                "epoch_logs": values,
+            }
         )
 
 

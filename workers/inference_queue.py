@@ -109,6 +109,14 @@ class InferenceClient:
             return False
         return True
 
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        """A JSON document workers published in Redis (e.g. a run's progress), if any."""
+        try:
+            raw = self._redis.get(key)
+        except redis_lib.RedisError:
+            return None
+        return dict(json.loads(raw)) if raw else None
+
     def notify_registry_change(self) -> None:
         """Tell inference workers to re-read the registry now (they also poll)."""
         # If this fails they still poll the production alias every few seconds.

@@ -7,7 +7,6 @@ stops trying for a few seconds, so a broker outage does not slow every upload do
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,10 +30,6 @@ class Enqueuer(Protocol):
 
     def assess(self, version: int, actor: str) -> bool:
         """Queue a new assessment of a version; False if the broker could not take it."""
-        ...
-
-    def progress(self, key: str) -> dict[str, Any] | None:
-        """A progress document workers published, if any."""
         ...
 
     def ping(self) -> bool:
@@ -96,15 +91,6 @@ class CeleryEnqueuer:
             )
             return False
         return True
-
-    def progress(self, key: str) -> dict[str, Any] | None:
-        """A JSON document the workers published in Redis, if any (None if unreachable)."""
-        try:
-            with self._app.connection_for_read() as conn:
-                raw = conn.default_channel.client.get(key)
-        except Exception:
-            return None
-        return dict(json.loads(raw)) if raw else None
 
     def ping(self) -> bool:
         """Whether the broker answers within the timeout."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
 
 from inspector import registry, training
-from inspector.api.deps import EnqueuerDep, Operator, SettingsDep, StoreDep
+from inspector.api.deps import EnqueuerDep, InferenceDep, Operator, SettingsDep, StoreDep
 from inspector.api.errors import ApiError
 from inspector.api.schemas import ErrorResponse
 from inspector.config import Settings
@@ -48,10 +48,10 @@ def default_config(settings: Settings, overrides: dict[str, Any]) -> training.Tr
         raise ApiError(422, "invalid_training_config", problems) from exc
 
 
-def _view(run: dict[str, Any], enqueuer: EnqueuerDep, store: StoreDep) -> dict[str, Any]:
+def _view(run: dict[str, Any], inference: InferenceDep, store: StoreDep) -> dict[str, Any]:
     view = dict(run)
     if run["state"] == "queued":
-        progress = enqueuer.progress(training.progress_key(run["run_id"]))
+        progress = inference.get_json(training.progress_key(run["run_id"]))
         if progress:
             view["state"] = "running"
             view["progress"] = progress
@@ -93,12 +93,12 @@ def start_run(
 
 
 @router.get("", summary="List training runs, newest first")
-def list_runs(store: StoreDep, enqueuer: EnqueuerDep, _: Operator) -> list[dict[str, Any]]:
+def list_runs(store: StoreDep, inference: InferenceDep, _: Operator) -> list[dict[str, Any]]:
     """Every run with its state (queued, running, succeeded, failed)."""
-    return [_view(run, enqueuer, store) for run in training.list_runs(store)]
+    return [_view(run, inference, store) for run in training.list_runs(store)]
 
 
 @router.get("/{run_id}", responses=_ERRORS, summary="One training run with its progress")
-def get_run(run_id: str, store: StoreDep, enqueuer: EnqueuerDep, _: Operator) -> dict[str, Any]:
+def get_run(run_id: str, store: StoreDep, inference: InferenceDep, _: Operator) -> dict[str, Any]:
     """State, live progress (epoch, batch, loss, ETA) while running, and the result."""
-    return _view(training.read_run(store, run_id), enqueuer, store)
+    return _view(training.read_run(store, run_id), inference, store)
