@@ -204,13 +204,22 @@ def fit_and_export(
             model, parent_classes = _load_parent(store, parent, config, work_dir)
             model = modeling.grow_head(model, parent_classes, classes)
             learning_rate = config.fine_tune_learning_rate
+        steps = -(-len(train) // config.batch_size)
+        schedule: Any = learning_rate
+        if config.lr_schedule == "cosine":
+            schedule = keras.optimizers.schedules.CosineDecay(
+                0.0,
+                steps * config.epochs,
+                warmup_target=learning_rate,
+                warmup_steps=steps * min(2, config.epochs - 1),
+                alpha=0.01,
+            )
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=keras.optimizers.Adam(schedule),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
         )
 
-    steps = -(-len(train) // config.batch_size)
     guard = DivergenceGuard(config.divergence_factor)
     tensorboard_dir = work_dir / "tensorboard"
     callbacks = [

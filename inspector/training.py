@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
     # uniform model can look best: early stopping watches only from this epoch on.
     early_stopping_from_epoch: int = Field(3, ge=0)
     learning_rate: float = Field(1e-3, gt=0, le=1)
+    # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
+    # of it over the remaining epochs (the NEU benchmark's best); constant: no schedule.
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     fine_tune_learning_rate: float = Field(3e-4, gt=0, le=1)
     replay_per_class: int = Field(200, ge=0)
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
