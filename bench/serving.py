@@ -987,7 +987,6 @@ def phase_swaps(
     wait_for_others(args.poll)
     pid = service.worker_pid
     memory: list[dict[str, Any]] = [{"after_swap": 0, "version": first, "rss_bytes": rss_of(pid)}]
-    ops = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
     swaps: list[dict[str, Any]] = []
     roots = service.roots()
     cpu0 = CpuSample.take()
@@ -995,6 +994,8 @@ def phase_swaps(
     try:
         time.sleep(args.steady)
         for i, number in enumerate(numbers, 1):
+            # A new connection each time: uvicorn closes idle ones after 5 s.
+            ops = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
             approved = time.perf_counter()
             ops.request(
                 "POST",
@@ -1004,6 +1005,7 @@ def phase_swaps(
             )
             answer = ops.getresponse()
             answer.read()
+            ops.close()
             approve_ms = (time.perf_counter() - approved) * 1000
             if answer.status != 200:
                 raise RuntimeError(f"approving version {number}: HTTP {answer.status}")
@@ -1045,7 +1047,6 @@ def phase_swaps(
             )
     finally:
         load.stop()
-        ops.close()
     cpu = cpu_by_group(cpu0, CpuSample.take(), roots)
     return analyse_swaps(load, swaps, memory, rate, cpu, args, service.status())
 

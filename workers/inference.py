@@ -34,7 +34,14 @@ from inspector.errors import ImageNotFound
 from inspector.serving import LoadedModel, LoadFailed, ModelHolder, rss_bytes
 from inspector.supervisor import RECYCLE_EXIT_CODE
 from storage import ObjectStore, StoreError
-from workers.inference_queue import QUEUE, REGISTRY_CHANNEL, REPLY_TTL_SECONDS, STATUS
+from workers.inference_queue import (
+    QUEUE,
+    REGISTRY_CHANNEL,
+    REPLY_TTL_SECONDS,
+    STATS_HOURLY,
+    STATS_VERDICTS,
+    STATUS,
+)
 
 log = logging.getLogger("inspector.inference")
 
@@ -323,9 +330,11 @@ class InferenceWorker:
                 latency_ms=latency,
             )
             try:
-                verdicts.record(
+                created = verdicts.record(
                     self.store, verdict, review_below=self.settings.review_confidence_below
                 )
+                if created:
+                    self._count(request, i, image_id, verdict)
                 if shadow_probs is not None and shadow is not None:
                     candidate = verdicts.make_verdict(
                         image_id, shadow.version, shadow.classes, shadow_probs[i]
@@ -355,6 +364,25 @@ class InferenceWorker:
             )
             return True
         return False
+
+    def _count(
+        self, request: dict[str, Any], i: int, image_id: str, verdict: dict[str, Any]
+    ) -> None:
+        lines = request.get("lines") or []
+        line = (
+            lines[i]
+            if i < len(lines) and lines[i]
+            else records.read_record(self.store, image_id).line
+        )
+        hour = verdict["decided_at"][:13]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(STATS_VERDICTS, f"{line}|{verdict['label']}", 1)
+        pipe.hincrby(STATS_HOURLY + line, f"{hour}|parts", 1)
+        if verdict["defect"]:
+            pipe.hincrby(STATS_HOURLY + line, f"{hour}|defects", 1)
+        # Counters are a view for the console and /metrics; the verdicts are stored.
+        with contextlib.suppress(redis_lib.RedisError):
+            pipe.execute()
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; finish the batch in hand first."""

@@ -25,6 +25,9 @@ QUEUE = "inspector:inference:requests"
 STATUS = "inspector:inference:status"
 REGISTRY_CHANNEL = "inspector:registry"
 REPLY_PREFIX = "inspector:inference:reply:"
+# Counters for the console and /metrics (rebuildable from the stored verdicts).
+STATS_VERDICTS = "inspector:stats:verdicts"  # field "<line>|<label>"
+STATS_HOURLY = "inspector:stats:hourly:"  # + line; fields "<YYYY-mm-ddTHH>|parts|defects"
 REPLY_TTL_SECONDS = 60
 STATUS_MAX_AGE_SECONDS = 15.0
 
@@ -33,6 +36,7 @@ def request(
     *,
     images: Sequence[bytes] = (),
     image_ids: Sequence[str | None] = (),
+    lines: Sequence[str | None] = (),
     target: str = "production",
     reply: bool = True,
     record: bool = False,
@@ -43,6 +47,7 @@ def request(
         "id": uuid.uuid4().hex,
         "images": [base64.b64encode(b).decode() for b in images],
         "image_ids": list(image_ids) or [None] * len(images),
+        "lines": list(lines) or [None] * max(len(images), len(image_ids)),
         "target": target,
         "reply_to": f"{REPLY_PREFIX}{uuid.uuid4().hex}" if reply else None,
         "record": record,
@@ -108,6 +113,40 @@ class InferenceClient:
         except redis_lib.RedisError:
             return False
         return True
+
+    def verdict_counts(self) -> dict[tuple[str, str], int]:
+        """(line, label) → verdicts recorded."""
+        try:
+            raw: dict[bytes, bytes] = self._redis.hgetall(STATS_VERDICTS)  # type: ignore[assignment]
+        except redis_lib.RedisError:
+            return {}
+        counts = {}
+        for field, value in raw.items():
+            line, _, label = field.decode().partition("|")
+            counts[(line, label)] = int(value)
+        return counts
+
+    def hourly(self, line: str) -> dict[str, dict[str, int]]:
+        """hour → {"parts": n, "defects": m} for one line."""
+        try:
+            raw: dict[bytes, bytes] = self._redis.hgetall(STATS_HOURLY + line)  # type: ignore[assignment]
+        except redis_lib.RedisError:
+            return {}
+        series: dict[str, dict[str, int]] = {}
+        for field, value in raw.items():
+            hour, _, kind = field.decode().partition("|")
+            series.setdefault(hour, {"parts": 0, "defects": 0})[kind] = int(value)
+        return dict(sorted(series.items()))
+
+    def queue_lengths(self, names: Sequence[str]) -> dict[str, int]:
+        """Messages waiting in each Redis list (Celery queues, the inference queue)."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(name)
+            return {name: int(n) for name, n in zip(names, pipe.execute(), strict=True)}
+        except redis_lib.RedisError:
+            return {}
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         """A JSON document workers published in Redis (e.g. a run's progress), if any."""

@@ -160,7 +160,11 @@ def _verdict(
         data = images.encode_png(images.decode(data, "tiff"))
     remaining = settings.verdict_deadline_ms / 1000 - (time.monotonic() - started)
     req = inference_queue.request(
-        images=[data], image_ids=[record.image_id], record=True, deadline=time.time() + remaining
+        images=[data],
+        image_ids=[record.image_id],
+        lines=[record.line],
+        record=True,
+        deadline=time.time() + remaining,
     )
     reply = inference.call(req, timeout=max(remaining, 0.005))
     if reply is None or reply.get("status") != "ok":
