@@ -112,15 +112,23 @@ def _metrics_table(candidate: dict[str, Any], production: dict[str, Any] | None)
 
 def render(report: dict[str, Any], *, model_name: str = "inspector") -> str:
     """The whole report page."""
+    title = f"{model_name} version {report['candidate_version']}"
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{render_body(report, model_name=model_name)}</body></html>"
+    )
+
+
+def render_body(report: dict[str, Any], *, model_name: str = "inspector") -> str:
+    """The report's content, to stand alone or inside the console."""
     candidate, production = report["candidate"], report.get("production")
     decision = report["decision"]
     title = f"{model_name} version {report['candidate_version']}"
     if candidate is None or decision is None:  # it could not even be evaluated
         return (
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
-            f'<p class="verdict refused">{escape(report["sentence"])}</p></body></html>'
+            f'<h1>{escape(title)}</h1><p class="verdict refused">{escape(report["sentence"])}</p>'
         )
+
     versus = (
         f"production version {report['baseline_version']}"
         if production
@@ -173,7 +181,4 @@ def render(report: dict[str, Any], *, model_name: str = "inspector") -> str:
         f"{'Loaded in a separate process and replayed its warm-up requests identically.' if infra.get('ok') else escape(str(infra.get('error')))}"
         "</p>"
     )
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>"
-    )
+    return "".join(sections)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from inspector.api.auth import Principal, authenticate, authorize
+from inspector.api.auth import Forbidden, Principal, authenticate, authorize
 from inspector.api.queue import Enqueuer
 from inspector.config import Role, Settings
 from storage import ObjectStore
@@ -40,12 +40,24 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 
 
+SESSION_COOKIE = "inspector_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_principal(
+    request: Request,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    """The caller, from its bearer token."""
-    return authenticate(authorization, settings.token_grants)
+    """The caller: from its bearer token, or from the console's session cookie."""
+    if authorization or SESSION_COOKIE not in request.cookies:
+        return authenticate(authorization, settings.token_grants)
+    if request.method not in SAFE_METHODS:
+        # The cookie is SameSite=Strict; refusing other origins too defends old browsers.
+        origin = request.headers.get("origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise Forbidden("a cross-site request with the console's session was refused")
+    return authenticate(f"Bearer {request.cookies[SESSION_COOKIE]}", settings.token_grants)
 
 
 def require(*roles: Role) -> Callable[..., Principal]:

@@ -87,6 +87,15 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """The one shape of every error (TF Serving's ``{"error": message}`` on its routes)."""
+    if (
+        request is not None
+        and request.method == "POST"
+        and request.url.path == "/v1/images"
+        and status < 500
+    ):
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected.labels(code).inc()
     if request is not None and getattr(request.state, "tf_serving", False):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     body: dict[str, Any] = {"code": code, "message": message}

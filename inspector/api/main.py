@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from inspector import records
 from inspector.api import errors
+from inspector.api.metrics import Metrics, RequestMetrics
 from inspector.api.middleware import BodySizeLimit
 from inspector.api.queue import CeleryEnqueuer, Enqueuer
 from inspector.api.routes import (
     classes,
+    console,
     datasets,
     health,
     images,
@@ -53,8 +57,11 @@ def create_app(
 
         inference = InferenceClient(settings.resolved_redis_url, settings.enqueue_timeout_seconds)
     app.state.inference = inference
+    app.state.metrics = Metrics(app.state.store, inference)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     errors.install(app)
-    for module in (health, images, review, classes, datasets, training, models, tfserving):
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    for module in (health, images, review, classes, datasets, training, models, tfserving, console):
         app.include_router(module.router)
     try:
         # Seed the vocabulary now, so that no request (not even a rejected one) writes it.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from inspector.api.deps import EnqueuerDep, InferenceDep, StoreDep
 from storage import StoreError
@@ -37,3 +38,10 @@ def readyz(store: StoreDep, enqueuer: EnqueuerDep, inference: InferenceDep) -> J
     )
     ready = checks["store"] == "ok"
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    """Requests and latency by route, uploads by result and reason, queue depths, verdicts
+    by class and line, serving versions and swaps, training run durations, drift."""
+    return PlainTextResponse(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

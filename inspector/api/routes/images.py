@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from inspector import images, records, verdicts
 from inspector.api.deps import (
@@ -54,6 +54,7 @@ MetaField = Annotated[str | None, Form()]
     summary="Upload one part's image (cameras)",
 )
 def upload_image(
+    request: Request,
     response: Response,
     principal: Uploader,
     store: StoreDep,
@@ -111,6 +112,7 @@ def upload_image(
     )
     if result.duplicate:
         response.status_code = 200
+    request.app.state.metrics.uploads.labels("duplicate" if result.duplicate else "accepted").inc()
     log.info(
         "%s image %s from %s line=%s part=%s (%dx%d %s, %d bytes) ingest=%s verdict=%s",
         "duplicate" if result.duplicate else "accepted",
