@@ -73,10 +73,27 @@ def describe(info: dict[str, Any]) -> str:
     )
 
 
-def _other_benchmarks() -> list[str]:
-    """Command lines of the other benchmarks running now (not this process or its parents)."""
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU seconds of it and its reaped children) for every process."""
+    table = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), sum(map(int, fields[11:15])) / ticks)
+    return table
+
+
+def _other_benchmarks() -> dict[int, str]:
+    """pid → command line of the other benchmarks running now (not this process or its
+    parents)."""
     mine = {os.getpid(), os.getppid()}
-    found = []
+    found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
@@ -87,19 +104,45 @@ def _other_benchmarks() -> list[str]:
         args = [a.decode(errors="replace") for a in argv if a]
         # A Python interpreter running a benchmark script, not a shell mentioning one.
         if len(args) >= 2 and "python" in Path(args[0]).name and args[1].endswith(BENCHMARKS):
-            found.append(" ".join(args))
+            found[int(entry.name)] = " ".join(args)
     return found
 
 
+def _busy_benchmarks(window: float = 3.0, limit: float = 0.2) -> list[str]:
+    """The other benchmarks whose process trees use more than ``limit`` cores now.
+
+    One that is itself waiting (for an idle machine, or for this one) uses none, and is
+    not waited for: two benchmarks never wait for each other.
+    """
+    others = _other_benchmarks()
+    if not others:
+        return []
+    before = _process_table()
+    time.sleep(window)
+    after = _process_table()
+    busy = []
+    for pid, command in others.items():
+        tree, grew = {pid}, True
+        while grew:
+            children = {p for p, (parent, _) in after.items() if parent in tree} - tree
+            tree |= children
+            grew = bool(children)
+        used = sum(after[p][1] - before.get(p, (0, after[p][1]))[1] for p in tree if p in after)
+        if used / window > limit:
+            busy.append(command)
+    return busy
+
+
 def wait_for_quiet_machine(poll: float = 30.0, log: Any = print) -> float:
-    """Block until no other benchmark runs (polling every ``poll`` s); seconds waited.
+    """Block while another benchmark is measuring (polling every ``poll`` s); seconds waited.
 
     Called before a run and again between epochs or measurements: a benchmark that starts
-    while this one runs (bench/ingest.py waits for an idle machine) gets the machine to
-    itself, and the time paused is left out of this one's timings.
+    while this one runs (bench/ingest.py waits for an idle machine, then measures anyway)
+    gets the machine to itself, and the time paused is left out of this one's timings.
+    A benchmark that is waiting itself is not waited for, so two never deadlock.
     """
     started = time.monotonic()
-    while others := _other_benchmarks():
+    while others := _busy_benchmarks():
         log(
             f"waiting: another benchmark is running ({others[0][:100]}); next check in {poll:.0f} s"
         )

@@ -96,47 +96,78 @@ def say(text: str = "") -> None:
 # --- a quiet machine -------------------------------------------------------------------
 
 
-def _family() -> set[int]:
-    """This process, its ancestors and its descendants (pgrep matches them too)."""
-    parents: dict[int, int] = {}
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU seconds of it and its reaped children) for every process."""
+    table = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = Path(entry.path, "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
-    mine = {os.getpid()}
-    grew = True
-    while grew:  # descendants
+                fields = stat[stat.rfind(")") + 2 :].split()
+                cpu = sum(map(int, fields[11:15])) / os.sysconf("SC_CLK_TCK")
+                table[int(entry.name)] = (int(fields[1]), cpu)
+    return table
+
+
+def _descendants(pid: int, table: dict[int, tuple[int, float]]) -> set[int]:
+    """``pid`` and every process below it."""
+    tree, grew = {pid}, True
+    while grew:
         grew = False
-        for child, parent in parents.items():
-            if parent in mine and child not in mine:
-                mine.add(child)
+        for child, (parent, _) in table.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
                 grew = True
-    pid = os.getpid()
-    while pid > 1 and pid in parents:  # ancestors (the shell that started us)
-        pid = parents[pid]
-        mine.add(pid)
-    return mine
+    return tree
 
 
-def others_running() -> list[str]:
-    """Other benchmarks or explorations running now (``pgrep -f "bench/|explore.py"``)."""
+def others_running(table: dict[int, tuple[int, float]]) -> dict[int, str]:
+    """Other benchmarks or explorations now (``pgrep -f "bench/|explore.py"``), not this
+    process, what it started, or the shells that started it: pid → command line."""
     found = subprocess.run(
         ["pgrep", "-af", r"bench/|explore\.py"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
-    family = _family()
-    return [line for line in found if int(line.split(" ", 1)[0]) not in family]
+    mine = _descendants(os.getpid(), table)
+    pid = os.getpid()
+    while pid > 1 and pid in table:  # ancestors
+        pid = table[pid][0]
+        mine.add(pid)
+    others = {int(line.split(" ", 1)[0]): line.split(" ", 1)[-1] for line in found}
+    return {pid: cmd for pid, cmd in others.items() if pid not in mine}
 
 
 def wait_for_others(poll: float) -> float:
-    """Block while another benchmark or exploration runs; seconds waited (poll 0: none)."""
+    """Block while another benchmark or exploration runs; seconds waited (poll 0: none).
+
+    One that (with everything it started) stays idle for two polls in a row is waiting
+    itself, perhaps for this one (common.wait_for_quiet_machine waits for every
+    benchmark): then go ahead, or the two would wait for each other for ever.
+    """
     if poll <= 0:
         return 0.0
     started = time.monotonic()
-    while others := others_running():
-        say(f"waiting: {others[0][:110]} is running; next check in {poll:.0f} s")
+    before: dict[int, float] = {}
+    idle_polls = 0
+    while True:
+        table = _proc_table()
+        others = others_running(table)
+        if not others:
+            return time.monotonic() - started
+        cpu = {
+            pid: sum(table[p][1] for p in _descendants(pid, table) if p in table) for pid in others
+        }
+        busy = [pid for pid in others if pid not in before or cpu[pid] - before[pid] > 0.03 * poll]
+        idle_polls = 0 if busy else idle_polls + 1
+        if idle_polls >= 2:
+            say(
+                f"going ahead: {len(others)} other benchmark(s) idle for {2 * poll:.0f} s "
+                "(waiting themselves)"
+            )
+            return time.monotonic() - started
+        pid = (busy or list(others))[0]
+        say(f"waiting: {pid} {others[pid][:100]} is running; next check in {poll:.0f} s")
+        before = cpu
         time.sleep(poll)
-    return time.monotonic() - started
 
 
 # --- processes we start ----------------------------------------------------------------

@@ -158,6 +158,15 @@ class Settings(BaseSettings):
         description="restart an inference worker whose memory grew by this fraction across swaps",
     )
 
+    # --- drift --------------------------------------------------------------------------
+    drift_interval_seconds: float = Field(600.0, gt=0, description="how often each line is checked")
+    drift_threshold: float = Field(0.25, gt=0, description="PSI above which a line raises an alert")
+    drift_window: int = Field(500, ge=10, description="recent images per line compared")
+    drift_min_images: int = Field(
+        50, ge=1, description="lines with fewer recent images are not judged"
+    )
+    drift_starts_training: bool = Field(False, description="an alert starts a training run")
+
     # --- promotion ----------------------------------------------------------------------
     gate_policy: str = Field(
         "", description="path of the gate policy (TOML); empty: nothing is blessed"

@@ -326,7 +326,8 @@ def decide(
         sentence = f"{prefix}Not blessed: {_describe(failed[0])}{more}."
     else:
         sentence = (
-            f"{prefix}Blessed: passes all {len(checks)} checks{versus} "
+            f"{prefix}Blessed: passes {'all ' if len(checks) > 1 else 'its '}{len(checks)} "
+            f"check{'s' if len(checks) > 1 else ''}{versus} "
             f"on {held['count']} held-out images."
         )
     return GateDecision(

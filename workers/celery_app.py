@@ -22,6 +22,7 @@ TASK_TRAIN = "inspector.train"
 TASK_NIGHTLY = "inspector.nightly_training"
 TASK_ASSESS = "inspector.assess"
 TASK_RECONCILE_VERDICTS = "inspector.reconcile_verdicts"
+TASK_DRIFT = "inspector.check_drift"
 
 
 def cron_schedule(spec: str) -> crontab:
@@ -56,6 +57,7 @@ def make_celery(settings: Settings) -> Celery:
             TASK_NIGHTLY: {"queue": "train"},
             TASK_ASSESS: {"queue": "train"},
             TASK_RECONCILE_VERDICTS: {"queue": "ingest"},
+            TASK_DRIFT: {"queue": "ingest"},
         },
         task_serializer="json",
         result_serializer="json",
@@ -86,6 +88,11 @@ def make_celery(settings: Settings) -> Celery:
                 "task": TASK_RECONCILE_VERDICTS,
                 "schedule": settings.reconcile_interval_seconds,
                 "options": {"queue": "ingest", "expires": settings.reconcile_interval_seconds},
+            },
+            "check-drift": {
+                "task": TASK_DRIFT,
+                "schedule": settings.drift_interval_seconds,
+                "options": {"queue": "ingest", "expires": settings.drift_interval_seconds},
             },
             "nightly-training": {
                 "task": TASK_NIGHTLY,

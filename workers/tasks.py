@@ -12,12 +12,13 @@ from typing import Any
 from celery.exceptions import Reject
 from celery.signals import worker_process_init
 
-from inspector import gating, ingest, promotion, records, training, verdicts
+from inspector import drift, gating, ingest, promotion, records, training, verdicts
 from inspector.config import get_settings, open_configured_store
 from inspector.errors import IngestFailed
 from storage import ObjectStore, Unavailable
 from workers.celery_app import (
     TASK_ASSESS,
+    TASK_DRIFT,
     TASK_INGEST,
     TASK_NIGHTLY,
     TASK_RECONCILE,
@@ -116,6 +117,52 @@ def reconcile_verdicts() -> dict[str, Any]:
     return {"missing": len(missing), "queued": len(fresh)}
 
 
+@app.task(name=TASK_DRIFT)
+def check_drift() -> dict[str, Any]:
+    """Compare each line's recent images with the production model's training data;
+    optionally start a training run when a line drifted."""
+    store = worker_store()
+    results = drift.run_check(
+        store,
+        threshold=settings.drift_threshold,
+        window=settings.drift_window,
+        min_images=settings.drift_min_images,
+    )
+    drifted = [r["line"] for r in results if r["alert"]]
+    for result in results:
+        log.log(
+            logging.WARNING if result["alert"] else logging.INFO,
+            "drift on line %s: %s (worst %s %.3f, threshold %.2f)",
+            result["line"],
+            "ALERT" if result["alert"] else "ok",
+            result["worst"]["score"],
+            result["worst"]["psi"],
+            result["threshold"],
+        )
+    started = None
+    if drifted and settings.drift_starts_training:
+        busy = any(run["state"] == "queued" for run in training.list_runs(store))
+        if not busy:
+            run = training.request_run(
+                store,
+                by="drift",
+                config=_default_config(),
+                reason=f"drift on line(s) {', '.join(drifted)}",
+            )
+            train.apply_async((run["run_id"],), queue="train")
+            started = run["run_id"]
+    return {"lines": len(results), "drifted": drifted, "training_run": started}
+
+
+def _default_config() -> training.TrainConfig:
+    return training.TrainConfig(
+        architecture=settings.train_architecture,
+        image_size=settings.train_image_size,
+        channels=settings.train_channels,
+        epochs=settings.train_epochs,
+    )
+
+
 # --- training (train queue, solo pool: TensorFlow is loaded in this process only) ------
 
 PROGRESS_TTL_SECONDS = 7 * 24 * 3600
@@ -173,13 +220,7 @@ def assess(number: int, actor: str = "inspector") -> dict[str, Any]:
 @app.task(name=TASK_NIGHTLY)
 def nightly_training() -> dict[str, Any]:
     """Request and run a training run, unless no labelled data arrived since the last one."""
-    config = training.TrainConfig(
-        architecture=settings.train_architecture,
-        image_size=settings.train_image_size,
-        channels=settings.train_channels,
-        epochs=settings.train_epochs,
-    )
-    run = training.plan_nightly_run(worker_store(), config)
+    run = training.plan_nightly_run(worker_store(), _default_config())
     if run is None:
         return {"skipped": True}
     train.apply_async((run["run_id"],), queue="train")
