@@ -12,11 +12,15 @@ naive way, training the same model on the same NEU train split in one process.
 (b') fixed     (with ``--fixed``) a local copy of ``make_dataset`` with the fix proposed in
                this file's :func:`make_dataset_fixed`, to prove it.
 
-Every path trains the one compiled model (traced once beforehand) for ``--epochs``
-epochs; the median epoch's images/s is reported, and its ratio to (a). (a) runs first
-and again last, so drift on the machine shows. Then each pipeline is iterated without
-the model, to show how much CPU it needs per image (on 2 cores, every core-second the
-pipeline spends is one the training step does not get).
+Every path trains the one compiled model (traced once beforehand), one epoch at a time,
+in interleaved rounds: round 0 is every path's first epoch (the one in which (b) decodes),
+then ``--rounds`` rounds of one epoch each, in an order rotated every round, so that a
+drift or a burst of load elsewhere on the machine lands on every path alike. Each epoch
+records its wall time, the CPU this process used and the cores the rest of the machine
+used; the medians of the steady epochs are reported, over the epochs in which the rest
+of the machine stayed under 0.25 cores when there are at least three such epochs. Then
+each pipeline is iterated without the model, to show how much CPU it needs per image (on
+2 cores every core-second the pipeline spends is one the training step does not get).
 
     .venv/bin/python bench/pipeline.py
     .venv/bin/python bench/pipeline.py --architecture compact_cnn --size 128 --channels 1
@@ -37,6 +41,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,26 +55,26 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def epoch_timer(cooperative: bool) -> Any:
-    """A Keras callback that records each epoch's wall and CPU seconds (and, if
-    ``cooperative``, pauses between epochs while another benchmark runs)."""
+def epoch_timer() -> Any:
+    """A Keras callback that records each epoch's wall time, own CPU and others' cores."""
     import keras
 
     class _EpochTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.wall: list[float] = []
-            self.cpu: list[float] = []
-            self.paused_s = 0.0
+            self.epochs: list[dict[str, float]] = []
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self._wall, self._cpu = time.perf_counter(), cpu_seconds()
+            self._wall, self._cpu, self._window = (
+                time.perf_counter(),
+                cpu_seconds(),
+                common.CpuWindow(),
+            )
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.wall.append(time.perf_counter() - self._wall)
-            self.cpu.append(cpu_seconds() - self._cpu)
-            if cooperative:
-                self.paused_s += common.wait_for_quiet_machine()
+            wall = time.perf_counter() - self._wall
+            cpu = cpu_seconds() - self._cpu
+            self.epochs.append({"wall": wall, "cpu": cpu, "others": self._window.cores()["others"]})
 
     return _EpochTimer()
 
@@ -125,17 +130,19 @@ def naive_batches(
     return generate
 
 
-def naive_dataset(generate: Callable[[], Iterator[Any]], size: int, channels: int) -> Any:
-    """(c) the generator as a dataset, as people first write it (no prefetch)."""
+def naive_dataset(generate: Callable[[], Iterator[Any]], spec: Any, steps: int) -> Any:
+    """(c) the generator as a dataset, as people first write it (no prefetch); its length
+    is declared so that Keras does not warn about running out of data."""
     import tensorflow as tf
 
-    return tf.data.Dataset.from_generator(
+    dataset = tf.data.Dataset.from_generator(
         generate,
         output_signature=(
-            tf.TensorSpec([None, size, size, channels], tf.float32),
+            tf.TensorSpec([None, spec.size, spec.size, spec.channels], tf.float32),
             tf.TensorSpec([None], tf.int32),
         ),
     )
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps))
 
 
 def augment_batch(images: Any, aug: Any, size: int, generator: Any) -> Any:
@@ -234,22 +241,43 @@ def make_dataset_fixed(
 # --- measuring ------------------------------------------------------------------------
 
 
-def fit_epochs(model: Any, dataset: Any, epochs: int, n: int, cooperative: bool) -> dict[str, Any]:
-    """Train ``epochs`` epochs; images/s of each, the median and the first."""
-    timer, window = epoch_timer(cooperative), common.CpuWindow()
-    model.fit(dataset, epochs=epochs, callbacks=[timer], verbose=0)
-    cores = window.cores()
-    rates = [n / s for s in timer.wall]
-    steady = rates[1:] if len(rates) > 1 else rates
-    return {
-        "epoch_s": [round(s, 2) for s in timer.wall],
-        "epoch_cpu_cores": [round(c / w, 2) for c, w in zip(timer.cpu, timer.wall, strict=True)],
-        "first_epoch_images_per_s": round(rates[0], 1),
-        "median_images_per_s": round(statistics.median(steady), 1),
-        "median_all_images_per_s": round(statistics.median(rates), 1),
-        "paused_for_other_benchmarks_s": round(timer.paused_s, 1),
-        "cores_others": cores["others"],
-    }
+CLEAN = 0.25  # cores the rest of the machine may use for an epoch to count as clean
+
+
+@dataclass
+class Way:
+    """One way of feeding the model, and its timed epochs."""
+
+    key: str
+    name: str
+    dataset: Any
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def train_epoch(self, model: Any) -> dict[str, float]:
+        """One epoch of training; its record."""
+        timer = epoch_timer()
+        model.fit(self.dataset, epochs=1, callbacks=[timer], verbose=0)
+        self.epochs.append(timer.epochs[0])
+        return timer.epochs[0]
+
+    def summary(self, n: int) -> dict[str, Any]:
+        """First epoch, and medians over the steady (clean if possible) epochs."""
+        steady = self.epochs[1:]
+        clean = [e for e in steady if e["others"] <= CLEAN]
+        used = clean if len(clean) >= 3 else steady
+        return {
+            "path": self.key,
+            "name": self.name,
+            "first_epoch_images_per_s": round(n / self.epochs[0]["wall"], 1),
+            "median_images_per_s": round(n / statistics.median(e["wall"] for e in used), 1),
+            "median_all_images_per_s": round(n / statistics.median(e["wall"] for e in steady), 1),
+            "cpu_ms_per_image": round(1000 * statistics.median(e["cpu"] for e in used) / n, 2),
+            "own_cores": round(statistics.median(e["cpu"] / e["wall"] for e in used), 2),
+            "clean_epochs": f"{len(clean)}/{len(steady)}",
+            "median_from": "clean epochs" if used is clean else "all steady epochs",
+            "others_cores_median": round(statistics.median(e["others"] for e in steady), 2),
+            "epochs": [{k: round(v, 3) for k, v in e.items()} for e in self.epochs],
+        }
 
 
 def iterate_only(make: Callable[[], Any], n: int, epochs: int, cooperative: bool) -> dict[str, Any]:
@@ -282,7 +310,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs for each path")
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="steady epochs of each path (after the first)"
+    )
+    parser.add_argument(
+        "--alone-epochs", type=int, default=4, help="epochs of each pipeline without the model"
+    )
     parser.add_argument("--fixed", action="store_true", help="also run (b') the proposed fix")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -334,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     decode = tf.function(lambda data: preprocess_encoded(data, spec))
     pixels = np.stack([decode(tf.constant(p.read_bytes())).numpy() for p in paths])
     label_array = np.asarray(labels, np.int32)
-    generate = naive_batches(paths, labels, args.size, args.channels, args.batch_size, args.seed)
+    batch, steps = args.batch_size, -(-n // args.batch_size)
+    generate = naive_batches(paths, labels, args.size, args.channels, batch, args.seed)
 
     model = build_model(args.architecture, len(classes), spec)
     model.compile(
@@ -343,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=["accuracy"],
     )
     # Trace the training step (full and last partial batch) before any timing.
-    model.fit(ceiling_dataset(pixels, label_array, args.batch_size), epochs=1, verbose=0)
+    model.fit(ceiling_dataset(pixels, label_array, batch), epochs=1, verbose=0)
 
     waited = 0.0 if args.no_wait else common.wait_for_quiet_machine()
     waited_idle = common.wait_for_idle(args.idle_timeout) if args.idle_timeout > 0 else 0.0
@@ -351,53 +385,50 @@ def main(argv: list[str] | None = None) -> int:
     started = common.utc_now()
     print(f"machine: {common.describe(info)}")
     shape = f"{args.size}x{args.size}x{args.channels}"
-    print(f"model: {args.architecture} {shape}, {args.epochs} epochs a path\n")
+    print(f"model: {args.architecture} {shape}; 1 + {args.rounds} epochs a path, interleaved")
+    print("each round: images/s of an epoch [cores the rest of the machine used]\n")
 
-    paths_to_time: list[tuple[str, str, Callable[[], Any]]] = [
-        (
-            "a",
-            "ceiling: in-memory tensor",
-            lambda: ceiling_dataset(pixels, label_array, args.batch_size),
-        ),
+    makers: list[tuple[str, str, Callable[[], Any]]] = [
+        ("a", "ceiling: in-memory tensor", lambda: ceiling_dataset(pixels, label_array, batch)),
         ("b", "make_dataset (files, aug on)", product),
-        (
-            "c",
-            "naive generator (cv2, no aug)",
-            lambda: naive_dataset(generate, args.size, args.channels),
-        ),
+        ("c", "naive generator (cv2, no aug)", lambda: naive_dataset(generate, spec, steps)),
     ]
     if args.fixed:
-        paths_to_time.append(("b'", "make_dataset fixed (aug on)", lambda: product(fix=True)))
-    paths_to_time.append(("a2", "ceiling again (drift check)", paths_to_time[0][2]))
+        makers.append(("b'", "make_dataset fixed (aug on)", lambda: product(fix=True)))
+    ways = [Way(key, name, make()) for key, name, make in makers]
 
-    rows = []
-    for key, name, make in paths_to_time:
-        print(f"== ({key}) {name}", flush=True)
-        row = {
-            "path": key,
-            "name": name,
-            **fit_epochs(model, make(), args.epochs, n, not args.no_wait),
-        }
-        row["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-        print(f"   epochs s {row['epoch_s']}, cores used {row['epoch_cpu_cores']}", flush=True)
-        rows.append(row)
+    for round_ in range(args.rounds + 1):
+        shift = round_ % len(ways)
+        line = []
+        for way in ways[shift:] + ways[:shift]:
+            if not args.no_wait:
+                common.wait_for_quiet_machine()
+            epoch = way.train_epoch(model)
+            line.append(f"({way.key}) {n / epoch['wall']:6.1f} img/s [{epoch['others']:.2f}]")
+        label = "first" if round_ == 0 else f"{round_:5d}"
+        print(f"   round {label}: " + "  ".join(line), flush=True)
 
-    ceiling = statistics.mean(r["median_images_per_s"] for r in rows if r["path"] in ("a", "a2"))
+    rows = [way.summary(n) for way in ways]
+    by = {r["path"]: r for r in rows}
+    ceiling = by["a"]
     for row in rows:
-        row["ratio_to_ceiling"] = round(row["median_images_per_s"] / ceiling, 3)
-        row["first_epoch_ratio"] = round(row["first_epoch_images_per_s"] / ceiling, 3)
+        row["ratio_to_ceiling"] = round(
+            row["median_images_per_s"] / ceiling["median_images_per_s"], 3
+        )
+        row["first_epoch_ratio"] = round(
+            row["first_epoch_images_per_s"] / ceiling["median_images_per_s"], 3
+        )
+        row["cpu_ratio_to_ceiling"] = round(
+            ceiling["cpu_ms_per_image"] / row["cpu_ms_per_image"], 3
+        )
 
     print("\n== the pipelines alone (no model)", flush=True)
-    alone = {
-        key: iterate_only(make, n, args.epochs, not args.no_wait)
-        for key, _, make in paths_to_time
-        if key != "a2"
-    }
-    for row in rows:
-        only = alone.get(row["path"], alone["a"])
-        row["alone_images_per_s"] = only["median_images_per_s"]
-        row["alone_first_images_per_s"] = only["first_epoch_images_per_s"]
-        row["pipeline_cpu_ms_per_image"] = only["cpu_ms_per_image"]
+    for (key, _, make), row in zip(makers, rows, strict=True):
+        alone = iterate_only(make, n, args.alone_epochs, not args.no_wait)
+        row["alone_first_images_per_s"] = alone["first_epoch_images_per_s"]
+        row["alone_images_per_s"] = alone["median_images_per_s"]
+        row["alone_cpu_ms_per_image"] = alone["cpu_ms_per_image"]
+        print(f"   ({key}) {alone}", flush=True)
 
     columns = [
         ("path", "path"),
@@ -406,16 +437,20 @@ def main(argv: list[str] | None = None) -> int:
         ("median_images_per_s", "median img/s"),
         ("ratio_to_ceiling", "÷ (a)"),
         ("first_epoch_ratio", "1st ÷ (a)"),
+        ("cpu_ms_per_image", "CPU ms/img"),
+        ("cpu_ratio_to_ceiling", "(a) CPU ÷ this"),
+        ("own_cores", "cores"),
+        ("clean_epochs", "clean"),
+        ("others_cores_median", "others"),
         ("alone_first_images_per_s", "alone 1st img/s"),
         ("alone_images_per_s", "alone img/s"),
-        ("pipeline_cpu_ms_per_image", "alone CPU ms/img"),
+        ("alone_cpu_ms_per_image", "alone CPU ms/img"),
     ]
     print()
     print(common.table(rows, columns))
-    by = {r["path"]: r for r in rows}
     print(
-        f"\n(a) = {ceiling:.1f} images/s (mean of the first and last ceiling runs: "
-        f"{by['a']['median_images_per_s']} and {by['a2']['median_images_per_s']})"
+        f"\n(a) = {ceiling['median_images_per_s']} images/s; 'others' = median cores the rest of "
+        f"the machine used per epoch; medians from epochs where it used ≤ {CLEAN} cores"
     )
     print(f"(b)/(a) = {by['b']['ratio_to_ceiling']:.3f}   target ≥ 0.90")
     print(f"(b) first epoch/(a) = {by['b']['first_epoch_ratio']:.3f}")
@@ -435,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data.resolve()),
         "train_images": n,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "ceiling_images_per_s": round(ceiling, 1),
+        "ceiling_images_per_s": ceiling["median_images_per_s"],
         "rows": rows,
     }
     out = common.save_results("pipeline", result)

@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(0.25, gt=0, description="PSI above which a line raises an alert")
     drift_window: int = Field(500, ge=10, description="recent images per line compared")
     drift_min_images: int = Field(
-        50, ge=1, description="lines with fewer recent images are not judged"
+        200, ge=1, description="lines with fewer recent images are not judged (PSI noise ≈ 9/n)"
     )
     drift_starts_training: bool = Field(False, description="an alert starts a training run")
 

@@ -114,7 +114,7 @@ def check_line(
 
 
 def run_check(
-    store: ObjectStore, *, threshold: float, window: int = 500, min_images: int = 50
+    store: ObjectStore, *, threshold: float, window: int = 500, min_images: int = 200
 ) -> list[dict[str, Any]]:
     """Check every line against the production version; store results and alerts."""
     production = registry.alias(store, "production")

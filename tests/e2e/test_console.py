@@ -24,7 +24,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     if os.environ.get("INSPECTOR_REQUIRE_BROWSER"):
         raise RuntimeError("Chromium is required (Debian: apt-get install chromium)")
-    pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        "no Chromium on this machine (Debian: apt-get install chromium)", allow_module_level=True
+    )
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
@@ -57,8 +59,10 @@ def service(trained_template, tmp_path_factory, redis_server):
     worker.wait_for_output("ready (serving version 1)")
     for n in range(4):  # stains: never learned, so the model is unsure
         answer = httpx.post(
-            f"{base_url}/v1/images", headers={"Authorization": "Bearer dev-camera"},
-            files=upload_files(part_image("stain", seed=900 + n, size=48)), data=metadata(line="line-7", part_id=f"c{n}"),
+            f"{base_url}/v1/images",
+            headers={"Authorization": "Bearer dev-camera"},
+            files=upload_files(part_image("stain", seed=900 + n, size=48)),
+            data=metadata(line="line-7", part_id=f"c{n}"),
             timeout=30,
         )
         assert answer.status_code == 201 and answer.json()["verdict"] is not None, answer.text
@@ -74,8 +78,14 @@ def browser():
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield chromium
         chromium.close()
@@ -147,7 +157,11 @@ def test_reject_flow(service, browser):
     expect(page.locator("#approve-form")).to_have_count(0)
     shot(page, "06-rejected")
     event = registry.audit_log(store)[-1]
-    assert (event["action"], event["actor"], event["reason"]) == ("reject", "dev-operator", "trained on the week the lamp failed")
+    assert (event["action"], event["actor"], event["reason"]) == (
+        "reject",
+        "dev-operator",
+        "trained on the week the lamp failed",
+    )
     page.close()
 
 
@@ -166,7 +180,9 @@ def test_review_queue_labelling_by_key_and_by_click(service, browser):
     expect(items).to_have_count(2)
     shot(page, "08-review-after")
     operator = {"Authorization": "Bearer dev-operator"}
-    assert httpx.get(f"{base_url}/v1/images/{first}/label", headers=operator).json()["label"] == "pit"
+    assert (
+        httpx.get(f"{base_url}/v1/images/{first}/label", headers=operator).json()["label"] == "pit"
+    )
     second_label = httpx.get(f"{base_url}/v1/images/{second}/label", headers=operator).json()
     assert second_label["label"] == "stain" and second_label["history"][-1]["by"] == "dev-operator"
     page.close()
