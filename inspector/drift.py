@@ -38,7 +38,7 @@ def _key_safe(line: str) -> str:
 
 def psi(reference: Sequence[float], recent: Sequence[float], bins: int = BINS) -> float:
     """Population stability index of ``recent`` against ``reference`` (decile bins)."""
-    if len(reference) < 2 or not recent:
+    if len(reference) < 2 or len(recent) == 0:
         return 0.0
     edges = np.unique(np.quantile(np.asarray(reference, float), np.linspace(0, 1, bins + 1)[1:-1]))
     ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
