@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup run test lint unit bench clean
+.PHONY: help setup run test lint fmt unit bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,6 +24,10 @@ setup: $(STAMP)  ## create .venv and install the project with its dev tools
 run: export INSPECTOR_GATE_POLICY ?= $(CURDIR)/deploy/gate-policy.toml
 run: $(STAMP)  ## start API, workers, beat, embedded Redis and a local store (Ctrl-C stops all)
 	$(BIN)/inspector run
+
+fmt: $(STAMP)  ## format the code and apply safe lint fixes
+	$(BIN)/ruff format inspector workers storage tests bench
+	$(BIN)/ruff check --fix inspector workers storage tests bench
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check inspector workers storage tests bench

@@ -21,7 +21,9 @@ def test_same_distribution_is_stable_and_a_shift_is_not():
 def test_psi_formula_on_two_bins():
     # reference half/half, recent 80/20: PSI = (0.8-0.5)ln(0.8/0.5) + (0.2-0.5)ln(0.2/0.5)
     expected = 0.3 * math.log(1.6) - 0.3 * math.log(0.4)
-    assert drift.psi_categorical({"ok": 50, "pit": 50}, {"ok": 80, "pit": 20}) == pytest.approx(expected, abs=1e-6)
+    assert drift.psi_categorical({"ok": 50, "pit": 50}, {"ok": 80, "pit": 20}) == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_a_label_never_seen_in_training_counts_as_drift():
