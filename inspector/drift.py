@@ -136,12 +136,12 @@ def run_check(
         result["worst"] = {"score": worst, "psi": result["scores"][worst]}
         result["alert"] = result["scores"][worst] > threshold
         name = _key_safe(line)
-        store.put_bytes(f"drift/lines/{name}.json", records.to_json(result), "application/json")
-        if result["alert"]:
+        if result["alert"]:  # the alert first: whoever sees the line's check sees its alert
             seq = f"{records.now_utc():%Y%m%dT%H%M%S%f}"
             store.put_if_absent(
                 f"drift/alerts/{seq}-{name}.json", records.to_json(result), "application/json"
             )
+        store.put_bytes(f"drift/lines/{name}.json", records.to_json(result), "application/json")
         results.append(result)
     return results
 

@@ -114,7 +114,8 @@ class HolderStatus:
     """What a worker reports about the versions it holds (TF Serving's vocabulary)."""
 
     version: int | None = None
-    state: str = "START"  # START, LOADING, AVAILABLE, UNLOADING, END
+    state: str = "START"  # of ``version``: START, LOADING, AVAILABLE, END
+    unloading_version: int | None = None  # the version being released after a swap
     shadow_version: int | None = None
     loading_version: int | None = None
     last_error: str | None = None
@@ -210,10 +211,11 @@ class ModelHolder:
             self.status.shadow_version = self._shadow.version if self._shadow else None
             del old_shadow
         if old is not None:
-            self.status.state = "UNLOADING"
+            # The new version already serves; only the old one is on its way out.
+            self.status.unloading_version = old.version
             del old
             gc.collect()
-            self.status.state = "AVAILABLE"
+            self.status.unloading_version = None
         self.status.last_swap_seconds = round(time.monotonic() - started, 4)
         self.status.rss_bytes = rss_bytes()
         self.status.history.append(

@@ -123,6 +123,7 @@ class InferenceWorker:
             "version": s.version,
             "state": s.state,
             "shadow_version": s.shadow_version,
+            "unloading_version": s.unloading_version,
             "loading_version": s.loading_version,
             "last_error": s.last_error,
             "swaps": s.swaps,

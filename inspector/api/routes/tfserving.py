@@ -62,6 +62,8 @@ def _loaded(inference: InferenceDep) -> dict[int, str]:
             states[int(status["shadow_version"])] = "AVAILABLE"
         if status.get("loading_version") is not None:
             states.setdefault(int(status["loading_version"]), "LOADING")
+        if status.get("unloading_version") is not None:
+            states.setdefault(int(status["unloading_version"]), "UNLOADING")
     return states
 
 
