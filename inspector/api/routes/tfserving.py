@@ -350,81 +350,46 @@ async def _classify(
     }
 
 
-@router.post("/v1/models/{name}:predict", summary="Predict (TF Serving)")
 async def predict(
-    request: Request, name: str, settings: SettingsDep, inference: InferenceDep, _: AnyRole
-) -> dict[str, Any]:
-    """Row (``instances``) or columnar (``inputs``) prediction by the production version."""
-    return await _predict(request, name, "production", settings, inference)
-
-
-@router.post(
-    "/v1/models/{name}/versions/{version}:predict", summary="Predict with a version (TF Serving)"
-)
-async def predict_version(
     request: Request,
     name: str,
-    version: str,
     store: StoreDep,
     settings: SettingsDep,
     inference: InferenceDep,
     _: AnyRole,
 ) -> dict[str, Any]:
-    """Prediction by one version (it must be loaded: production or the shadow candidate)."""
-    return await _predict(request, name, _target(store, version, None), settings, inference)
+    """Row (``instances``) or columnar (``inputs``) prediction; images as ``{"b64": …}``."""
+    return await _predict(request, name, _path_target(request, store), settings, inference)
 
 
-@router.post(
-    "/v1/models/{name}/labels/{label}:predict", summary="Predict with a label (TF Serving)"
-)
-async def predict_label(
-    request: Request,
-    name: str,
-    label: str,
-    store: StoreDep,
-    settings: SettingsDep,
-    inference: InferenceDep,
-    _: AnyRole,
-) -> dict[str, Any]:
-    """Prediction by the version behind ``production`` or ``candidate``."""
-    return await _predict(request, name, _target(store, None, label), settings, inference)
-
-
-@router.post("/v1/models/{name}:classify", summary="Classify (TF Serving)")
 async def classify(
-    request: Request, name: str, settings: SettingsDep, inference: InferenceDep, _: AnyRole
-) -> dict[str, Any]:
-    """``[[label, score], …]`` per example, by the production version."""
-    return await _classify(request, name, "production", settings, inference)
-
-
-@router.post(
-    "/v1/models/{name}/versions/{version}:classify", summary="Classify with a version (TF Serving)"
-)
-async def classify_version(
     request: Request,
     name: str,
-    version: str,
     store: StoreDep,
     settings: SettingsDep,
     inference: InferenceDep,
     _: AnyRole,
 ) -> dict[str, Any]:
-    """Classification by one version."""
-    return await _classify(request, name, _target(store, version, None), settings, inference)
+    """``[[label, score], …]`` per example."""
+    return await _classify(request, name, _path_target(request, store), settings, inference)
 
 
-@router.post(
-    "/v1/models/{name}/labels/{label}:classify", summary="Classify with a label (TF Serving)"
-)
-async def classify_label(
-    request: Request,
-    name: str,
-    label: str,
-    store: StoreDep,
-    settings: SettingsDep,
-    inference: InferenceDep,
-    _: AnyRole,
-) -> dict[str, Any]:
-    """Classification by the version behind a label."""
-    return await _classify(request, name, _target(store, None, label), settings, inference)
+def _path_target(request: Request, store: StoreDep) -> str:
+    params = request.path_params
+    return _target(store, params.get("version"), params.get("label"))
+
+
+# The same two verbs under the model, one of its versions, or one of its labels.
+for _prefix, _what in (
+    ("", "the production version"),
+    ("/versions/{version}", "a version"),
+    ("/labels/{label}", "a label"),
+):
+    for _verb, _handler in (("predict", predict), ("classify", classify)):
+        router.add_api_route(
+            f"/v1/models/{{name}}{_prefix}:{_verb}",
+            _handler,
+            methods=["POST"],
+            summary=f"{_verb.capitalize()} with {_what} (TF Serving)",
+            name=f"{_verb}{_prefix.split('/')[1] if _prefix else ''}",
+        )
