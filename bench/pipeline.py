@@ -6,6 +6,8 @@ naive way, training the same model on the same NEU train split in one process.
 (b) pipeline   ``make_dataset(...)`` on the JPEG files with the production settings
                (shuffle, augmentation on): its first epoch decodes and fills the cache,
                the later ones read the cache and augment;
+(b0) no aug    ``make_dataset(...)`` with augmentation off: what the pipeline costs
+               without the augmentation (diagnosis);
 (c) naive      a Python generator that reads and decodes each file with OpenCV, one by
                one, and yields numpy batches via ``from_generator`` (no prefetch, no
                augmentation: it is omitted, which flatters this path);
@@ -14,13 +16,16 @@ naive way, training the same model on the same NEU train split in one process.
 
 Every path trains the one compiled model (traced once beforehand), one epoch at a time,
 in interleaved rounds: round 0 is every path's first epoch (the one in which (b) decodes),
-then ``--rounds`` rounds of one epoch each, in an order rotated every round, so that a
-drift or a burst of load elsewhere on the machine lands on every path alike. Each epoch
-records its wall time, the CPU this process used and the cores the rest of the machine
-used; the medians of the steady epochs are reported, over the epochs in which the rest
-of the machine stayed under 0.25 cores when there are at least three such epochs. Then
-each pipeline is iterated without the model, to show how much CPU it needs per image (on
-2 cores every core-second the pipeline spends is one the training step does not get).
+then ``--rounds`` rounds of one epoch each (more, up to ``--max-rounds``, until every path
+has three clean epochs), in an order rotated every round, so that a drift or a burst of
+load elsewhere on the machine lands on every path alike; each round first waits a little
+for an idle machine. Each epoch records its wall time, the CPU this process used and the
+cores the rest of the machine used; the medians of the steady epochs are reported, over
+the epochs in which the rest of the machine stayed under 0.25 cores when there are at
+least three such epochs. CPU milliseconds per trained image are reported too: on a
+shared machine they move much less than wall time. Then each pipeline is iterated
+without the model, to show how much CPU it needs per image (on 2 cores every core-second
+the pipeline spends is one the training step does not get).
 
     .venv/bin/python bench/pipeline.py
     .venv/bin/python bench/pipeline.py --architecture compact_cnn --size 128 --channels 1
@@ -238,6 +243,43 @@ def make_dataset_fixed(
     return ds.prefetch(autotune)
 
 
+def decode_costs(neu: Sequence[Path], spec: Any, count: int = 40) -> dict[str, dict[str, float]]:
+    """Milliseconds to decode and resize one image, the product's way (TensorFlow, as the
+    first epoch and serving do) and the naive way (OpenCV), for NEU's small JPEGs and for
+    camera-sized ones (1152×864 simulated parts, as bench/ingest.py uploads)."""
+    import cv2
+    import tensorflow as tf
+
+    from inspector.pipeline_data import preprocess_encoded
+    from inspector.simulate import LineSimulator, encode
+
+    camera = [
+        encode(part.image, "jpeg") for part in LineSimulator(size=(1152, 864), seed=0).parts(count)
+    ]
+    sets = {"NEU 200x200": [p.read_bytes() for p in neu[:count]], "camera 1152x864": camera}
+    graph = tf.function(lambda data: preprocess_encoded(data, spec))
+    flag = cv2.IMREAD_GRAYSCALE if spec.channels == 1 else cv2.IMREAD_COLOR
+
+    def opencv(data: bytes) -> np.ndarray:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        return cv2.resize(image, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+
+    out = {}
+    for name, blobs in sets.items():
+        row = {"kib": round(statistics.mean(len(b) for b in blobs) / 1024, 1)}
+        for way, fn in (
+            ("tensorflow_ms", lambda b: graph(tf.constant(b)).numpy()),
+            ("opencv_ms", opencv),
+        ):
+            fn(blobs[0])
+            t = time.perf_counter()
+            for blob in blobs:
+                fn(blob)
+            row[way] = round(1000 * (time.perf_counter() - t) / len(blobs), 2)
+        out[name] = row
+    return out
+
+
 # --- measuring ------------------------------------------------------------------------
 
 
@@ -311,7 +353,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--rounds", type=int, default=8, help="steady epochs of each path (after the first)"
+        "--rounds", type=int, default=6, help="steady epochs of each path (after the first)"
+    )
+    parser.add_argument(
+        "--max-rounds",
+        type=int,
+        default=24,
+        help="more rounds, up to this many, until every path has 3 clean epochs",
+    )
+    parser.add_argument(
+        "--round-idle-timeout",
+        type=float,
+        default=90,
+        help="before each round, wait up to this many seconds for an idle machine",
     )
     parser.add_argument(
         "--alone-epochs", type=int, default=4, help="epochs of each pipeline without the model"
@@ -351,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = InputSpec(args.size, args.channels)
     augmentation = Augmentation()
 
-    def product(fix: bool = False) -> Any:
+    def product(fix: bool = False, augment: bool = True) -> Any:
         make = make_dataset_fixed if fix else make_dataset
         return make(
             paths,
@@ -359,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             spec,
             batch_size=args.batch_size,
             training=True,
-            augmentation=augmentation,
+            augmentation=augmentation if augment else None,
             seed=args.seed,
         )
 
@@ -391,13 +445,20 @@ def main(argv: list[str] | None = None) -> int:
     makers: list[tuple[str, str, Callable[[], Any]]] = [
         ("a", "ceiling: in-memory tensor", lambda: ceiling_dataset(pixels, label_array, batch)),
         ("b", "make_dataset (files, aug on)", product),
+        ("b0", "make_dataset (files, aug off)", lambda: product(augment=False)),
         ("c", "naive generator (cv2, no aug)", lambda: naive_dataset(generate, spec, steps)),
     ]
     if args.fixed:
         makers.append(("b'", "make_dataset fixed (aug on)", lambda: product(fix=True)))
     ways = [Way(key, name, make()) for key, name, make in makers]
 
-    for round_ in range(args.rounds + 1):
+    round_ = 0
+    while True:
+        clean = min(sum(e["others"] <= CLEAN for e in way.epochs[1:]) for way in ways)
+        if round_ > args.rounds and (clean >= 3 or round_ > args.max_rounds):
+            break
+        if args.round_idle_timeout > 0:
+            common.wait_for_idle(args.round_idle_timeout, log=lambda _: None)
         shift = round_ % len(ways)
         line = []
         for way in ways[shift:] + ways[:shift]:
@@ -407,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             line.append(f"({way.key}) {n / epoch['wall']:6.1f} img/s [{epoch['others']:.2f}]")
         label = "first" if round_ == 0 else f"{round_:5d}"
         print(f"   round {label}: " + "  ".join(line), flush=True)
+        round_ += 1
 
     rows = [way.summary(n) for way in ways]
     by = {r["path"]: r for r in rows}
@@ -429,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         row["alone_images_per_s"] = alone["median_images_per_s"]
         row["alone_cpu_ms_per_image"] = alone["cpu_ms_per_image"]
         print(f"   ({key}) {alone}", flush=True)
+
+    print("\n== decode + resize, one image at a time (ms)", flush=True)
+    decode_ms = decode_costs(paths, spec)
+    for name, row in decode_ms.items():
+        print(f"   {name}: {row}")
 
     columns = [
         ("path", "path"),
@@ -454,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"(b)/(a) = {by['b']['ratio_to_ceiling']:.3f}   target ≥ 0.90")
     print(f"(b) first epoch/(a) = {by['b']['first_epoch_ratio']:.3f}")
+    print(f"(b0)/(a) = {by['b0']['ratio_to_ceiling']:.3f}   (no augmentation)")
     print(f"(c)/(a) = {by['c']['ratio_to_ceiling']:.3f}")
     if "b'" in by:
         fixed = by["b'"]
@@ -472,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "ceiling_images_per_s": ceiling["median_images_per_s"],
         "rows": rows,
+        "decode_ms": decode_ms,
     }
     out = common.save_results("pipeline", result)
     print(f"results: {out.relative_to(common.ROOT)}")

@@ -1020,6 +1020,8 @@ def phase_swaps(
     memory: list[dict[str, Any]] = [{"after_swap": 0, "version": first, "rss_bytes": rss_of(pid)}]
     swaps: list[dict[str, Any]] = []
     roots = service.roots()
+    # A fresh worker (and API) answers slowly at first: warm both, at every batch size.
+    closed_loop(Predict(service.port, pool), max(args.levels), max(args.warmup, 5.0))
     cpu0 = CpuSample.take()
     load = OpenLoop(Predict(service.port, pool), rate)
     try:
@@ -1118,6 +1120,11 @@ def analyse_swaps(
     swap_p99 = [w["p99_ms"] for w in swaps if w["p99_ms"] is not None]
     first = memory[1]["rss_bytes"] if len(memory) > 1 else None
     last = memory[-1]["rss_bytes"]
+    timeline = []  # per second of the phase: requests due, p50, p99, max (ms)
+    for second in range(int((samples[-1].due - load.start_at) + 1) if samples else 0):
+        due = [s.latency_ms for s in ok if second <= s.due - load.start_at < second + 1]
+        q = percentiles(due)
+        timeline.append([second, len(due), q["p50_ms"], q["p99_ms"], q["max_ms"]])
     for swap in swaps:
         swap["approved_at"] = round(swap["approved_at"] - load.start_at, 3)  # s into the phase
     return {
@@ -1141,6 +1148,7 @@ def analyse_swaps(
             "max": max((w["first_answer_s"] for w in swaps), default=None),
         },
         "memory": memory,
+        "timeline": timeline,
         "rss_growth_first_to_last": round(last / first - 1, 4) if first else None,
         "worker_status_at_end": status,
         "cpu_cores": cpu,
@@ -1237,6 +1245,17 @@ def report_tables(result: dict[str, Any]) -> str:
             + ("-" if growth is None else f"{growth * 100:+.1f} %")
         )
     return "\n".join(lines)
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and files changed since (other people keep working here)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "modified": git("status", "--short").splitlines()}
 
 
 def versions() -> dict[str, str | None]:
@@ -1368,6 +1387,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([".venv/bin/python", "bench/serving.py", *(argv or sys.argv[1:])]),
         "started_at": started.isoformat(timespec="seconds"),
         "machine": info,
+        "code": code_state(),
         "settings": {
             k: v for k, v in vars(args).items() if k not in ("naive_server", "port", "saved_model")
         },
