@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import uuid
 from collections import Counter
@@ -120,28 +121,65 @@ def verify_cache(paths: Sequence[Path]) -> None:
 # --- datasets ---------------------------------------------------------------------------
 
 
-def augmenter(aug: Augmentation, seed: int) -> tf.keras.Sequential | None:
-    """The augmentation layers, applied to batches of 0-255 images."""
-    import keras
+def augment_batch(
+    images: tf.Tensor, aug: Augmentation, size: int, generator: tf.random.Generator
+) -> tf.Tensor:
+    """Augment a batch of uint8 [N, size, size, C] images; float32 0-255 out.
 
-    layers: list[keras.layers.Layer] = []
-    if aug.flip:
-        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
-    if aug.rotation:
-        layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
-    if aug.shift:
-        layers.append(
-            keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2)
+    Flips (both axes), rotation ±``rotation``·2π and shift ±``shift``·side are one affine
+    matrix per image, applied in one bilinear resampling pass with reflected borders;
+    brightness ±``brightness``·255 and contrast ×[1 ± ``contrast``] about each image's
+    mean are one expression; the result is clipped to 0-255. The same distributions as
+    Keras' RandomFlip/RandomRotation/RandomTranslation/RandomBrightness/RandomContrast
+    layers, at a fraction of their cost: those resample each image twice, flip it in a
+    third pass and run in five maps (measured in bench/pipeline.py, see BENCHMARKS.md).
+    """
+    n = tf.shape(images)[0]
+    ones = tf.ones([n])
+    turn = aug.rotation * 2 * math.pi
+    theta = generator.uniform([n], -turn, turn) if aug.rotation else 0 * ones
+    shift_x = generator.uniform([n], -aug.shift, aug.shift) * size if aug.shift else 0 * ones
+    shift_y = generator.uniform([n], -aug.shift, aug.shift) * size if aug.shift else 0 * ones
+    flip_x = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
+    flip_y = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
+    # Output pixel p samples input pixel c + R(theta)·F·(p - c) - shift, F = diag(flips).
+    cos, sin, c = tf.cos(theta), tf.sin(theta), (size - 1) / 2
+    a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+    transforms = tf.stack(
+        [
+            a0,
+            a1,
+            c - (a0 + a1) * c - shift_x,
+            b0,
+            b1,
+            c - (b0 + b1) * c - shift_y,
+            0 * ones,
+            0 * ones,
+        ],
+        axis=1,
+    )
+    pixels = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32),
+        transforms=transforms,
+        output_shape=[size, size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+    if aug.brightness or aug.contrast:
+        delta = (
+            generator.uniform([n, 1, 1, 1], -aug.brightness * 255, aug.brightness * 255)
+            if aug.brightness
+            else 0.0
         )
-    if aug.brightness:
-        layers.append(
-            keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3)
+        factor = (
+            generator.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast)
+            if aug.contrast
+            else 1.0
         )
-    if aug.contrast:
-        layers.append(
-            keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4)
-        )
-    return keras.Sequential(layers, name="augmentation") if layers else None
+        mean = tf.reduce_mean(pixels, axis=[1, 2], keepdims=True)
+        pixels = (pixels - mean) * factor + mean + delta
+    return tf.clip_by_value(pixels, 0.0, 255.0)
 
 
 def make_dataset(
@@ -172,13 +210,15 @@ def make_dataset(
     if training:
         ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if training and augmentation is not None and augmentation.enabled:
-        layers = augmenter(augmentation, seed)
-        if layers is not None:
-            ds = ds.map(
-                lambda images, y: (layers(images, training=True), y), num_parallel_calls=AUTOTUNE
-            )
+        aug = augmentation
+        generator = tf.random.Generator.from_seed(seed)
+        ds = ds.map(
+            lambda images, y: (augment_batch(images, aug, spec.size, generator), y),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 
