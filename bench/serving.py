@@ -82,7 +82,7 @@ PREDICT_PATH = "/v1/models/inspector:predict"
 UPLOAD_PATH = "/v1/images"
 PACKAGES = ("fastapi", "starlette", "uvicorn", "h11", "httptools", "uvloop", "redis", "hiredis")
 OTHER_CPU_NOTE = 0.2  # cores; above this, something outside the benchmark competed
-DEFAULT_BATCHER = (16, 2.0)  # the product's defaults (inspector/config.py)
+DEFAULT_BATCHER = (16, 0.0)  # the product's defaults (inspector/config.py)
 
 
 class Failure(Exception):
@@ -1301,7 +1301,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batcher",
         default="1:0,4:1,8:1,16:0,16:2,16:5,32:2",
-        help="MAX_BATCH:MAX_WAIT_MS settings to try (16:2 is the product default)",
+        help="MAX_BATCH:MAX_WAIT_MS settings to try (16:0 is the product default)",
     )
     parser.add_argument("--swaps", type=int, default=20, help="versions approved under load")
     parser.add_argument("--swap-interval", type=float, default=8.0, help="seconds between swaps")
@@ -1478,7 +1478,7 @@ def run(bench: Bench, args: argparse.Namespace, workdir: Path, result: dict[str,
         service.start_worker(*DEFAULT_BATCHER)
         say(
             f"\n[{args.current_size}] hot-swaps only: {args.swaps} approvals under "
-            f"{args.swaps_only:g} req/s paced load (batcher 16:2)"
+            f"{args.swaps_only:g} req/s paced load (batcher 16:0)"
         )
         result["swaps"] = phase_swaps(
             bench, service, store, version, pools[args.sizes[0]], args.swaps_only
@@ -1512,7 +1512,7 @@ def run(bench: Bench, args: argparse.Namespace, workdir: Path, result: dict[str,
                 clients,
                 service.roots(),
                 service,
-                batcher="16:2",
+                batcher="16:0",
             )
         upload = Upload(service.port, pools[size])
         for clients in levels:
@@ -1522,7 +1522,7 @@ def run(bench: Bench, args: argparse.Namespace, workdir: Path, result: dict[str,
                 clients,
                 service.roots(),
                 service,
-                batcher="16:2",
+                batcher="16:0",
             )
 
     args.current_size = f"{primary[0]}x{primary[1]}"

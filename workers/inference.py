@@ -100,6 +100,10 @@ class InferenceWorker:
 
     def watch(self) -> None:
         """Re-sync on every registry notification, and every few seconds regardless."""
+        # This thread loads new versions beside the serving one: on a busy machine it
+        # should get the CPU the serving loop leaves (Linux niceness is per thread).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         pubsub = None
         while not self.stopping.is_set():
             try:
@@ -394,6 +398,8 @@ class InferenceWorker:
         # cycles), and the serving loop makes it between two batches. Freezing what exists
         # before any model loads (TensorFlow's modules: ~280,000 objects) keeps that
         # collection to the models' own objects: 13 ms instead of 157 ms (BENCHMARKS.md).
+        import inspector.export  # noqa: F401  TensorFlow, imported now to be frozen with the rest
+
         gc.collect()
         gc.freeze()
         self.sync()
