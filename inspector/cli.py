@@ -243,6 +243,7 @@ def simulate(
     if image_format not in ("jpeg", "png", "bmp", "tiff"):
         _fail(f"unknown format {image_format!r}; use jpeg, png, bmp or tiff")
     secret = _token(token, "camera")
+    _require_api(url)
     last = [0.0]
 
     def progress(report: sim.SimulationReport) -> None:
@@ -278,6 +279,20 @@ def simulate(
     typer.echo(report.summary())
     if report.failed or report.rejected:
         raise typer.Exit(1)
+
+
+def _require_api(url: str) -> None:
+    """Fail at once, saying what to do, when nothing answers at ``url``: the simulator
+    retries each upload, which against a wrong address would look like a hang."""
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/healthz", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        _fail(
+            f"no Inspector API answers at {url} ({exc.__class__.__name__}: {exc}); "
+            "start it with `make run`, or pass --url / set INSPECTOR_API_URL"
+        )
 
 
 # --- clients of a running service ---------------------------------------------------------

@@ -374,3 +374,22 @@ def test_run_simulation_refuses_bad_arguments():
             simulate.run_simulation("http://127.0.0.1:9", "t", **{"count": 1, **kwargs})
     with pytest.raises(ValueError, match="http://"):
         simulate.run_simulation("127.0.0.1:9", "t", count=1)
+
+
+def test_the_simulate_command_says_at_once_when_no_api_answers():
+    """Uploads are retried, so a wrong address must be caught before any is sent."""
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector", "simulate", "--count", "3", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"no Inspector API answers at {url}" in done.stderr
+    assert "make run" in done.stderr
