@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inspector import drift, registry
+from inspector import drift, registry, training
 from inspector.config import Settings
 from inspector.simulate import LineSimulator, encode
 from tests.factories import metadata, upload_files
@@ -64,7 +64,13 @@ def test_a_shifted_line_raises_a_drift_alert_seen_in_the_console_and_metrics(
     }
     processes = [
         ServiceProcess("api", ["api", "--port", str(port)], env, tmp_path),
-        ServiceProcess("ingest", ["worker", "ingest", "--concurrency", "1"], env, tmp_path),
+        # Configured to start a training run on an alert (no train worker here: it stays queued).
+        ServiceProcess(
+            "ingest",
+            ["worker", "ingest", "--concurrency", "1"],
+            {**env, "INSPECTOR_DRIFT_STARTS_TRAINING": "true"},
+            tmp_path,
+        ),
         ServiceProcess("inference", ["worker", "inference"], env, tmp_path),
     ]
     for process in processes:
@@ -112,6 +118,9 @@ def test_a_shifted_line_raises_a_drift_alert_seen_in_the_console_and_metrics(
         )
         assert checks["line-b"]["images"] == N and drift.alerts(store)[0]["line"] == "line-b"
         assert "drift on line line-b: ALERT" in ingest.output
+        runs = [r for r in training.list_runs(store) if r["requested_by"] == "drift"]
+        assert [r["state"] for r in runs] == ["queued"], runs
+        assert "line-b" in runs[0]["reason"] and "line-a" not in runs[0]["reason"]
 
         with httpx.Client(base_url=base_url, timeout=30) as browser:
             browser.post("/login", data={"token": "dev-operator", "next": "/"})
