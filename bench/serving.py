@@ -905,7 +905,7 @@ def component_costs(model: Any, pool: list[bytes], redis_url: str, workdir: Path
 
     image = pool[0]
     body = predict_body(image)
-    doc = json.dumps(inference_queue.request(images=[image]))
+    doc = inference_queue.pack(inference_queue.request(images=[image]))
     r = redis.Redis.from_url(redis_url)
     key = f"bench:components:{secrets.token_hex(4)}"
     store = LocalStore(workdir / "components-store")
@@ -925,15 +925,12 @@ def component_costs(model: Any, pool: list[bytes], redis_url: str, workdir: Path
             lambda: base64.b64decode(json.loads(body)["instances"][0]["b64"], validate=True),
             200,
         ),
-        "API: queue request (base64 encode + json.dumps)": (
-            lambda: json.dumps(inference_queue.request(images=[image])),
+        "API: queue request (JSON header + raw bytes)": (
+            lambda: inference_queue.pack(inference_queue.request(images=[image])),
             200,
         ),
         "Redis: LPUSH + RPOP of the request document": (redis_round_trip, 200),
-        "worker: json.loads + base64 decode of the request": (
-            lambda: base64.b64decode(json.loads(doc)["images"][0]),
-            200,
-        ),
+        "worker: unpack the request": (lambda: inference_queue.unpack(doc), 200),
         "model: predict_bytes, 1 image": (lambda: model.predict_bytes([image]), 50),
         "model: predict_bytes, 16 images (per image)": (lambda: model.predict_bytes(batch), 20),
         "upload: images.inspect_upload (validation decode)": (

@@ -18,7 +18,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,9 @@ class ModelHolder:
         self._ready_shadow: tuple[LoadedModel | None] | None = None
         self._lock = threading.Lock()
         self.status = HolderStatus()
+        # Called after each change of ``status`` (loading, failed, swapped), so that the
+        # worker can publish it at once instead of at its next heartbeat.
+        self.on_change: Callable[[], None] = lambda: None
 
     @property
     def current(self) -> LoadedModel | None:
@@ -162,6 +165,7 @@ class ModelHolder:
         self.status.loading_version = number
         if self._current is None:
             self.status.state = "LOADING"
+        self.on_change()
         try:
             loaded = load_version(self.store, number, self.models_dir)
         except LoadFailed as exc:
@@ -169,6 +173,7 @@ class ModelHolder:
             self.status.loading_version = None
             if self._current is None:
                 self.status.state = "END"
+            self.on_change()
             raise
         with self._lock:
             self._ready = loaded
@@ -222,4 +227,5 @@ class ModelHolder:
             {"version": self.status.version, "at": time.time(), "rss_bytes": self.status.rss_bytes}
         )
         del self.status.history[:-50]
+        self.on_change()
         return True

@@ -14,7 +14,6 @@ loads new versions in the background), and a heartbeat (status in Redis for the 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import gc
 import json
@@ -42,6 +41,7 @@ from workers.inference_queue import (
     STATS_HOURLY,
     STATS_VERDICTS,
     STATUS,
+    unpack,
 )
 
 log = logging.getLogger("inspector.inference")
@@ -62,6 +62,8 @@ class InferenceWorker:
         )
         self.holder = ModelHolder(store, settings.models_dir)
         self.stopping = threading.Event()
+        self.status_changed = threading.Event()
+        self.holder.on_change = self.status_changed.set
         self.wake = threading.Event()
         self.ok_labels = {c.name for c in records.list_classes(store) if not c.defect}
         self.served = 0
@@ -140,11 +142,13 @@ class InferenceWorker:
         }
 
     def heartbeat(self) -> None:
-        """Publish the status every two seconds until stopped; remove it at the end."""
+        """Publish the status every two seconds, and at once when a version starts loading,
+        fails or swaps, until stopped; remove it at the end."""
         while not self.stopping.is_set():
+            self.status_changed.clear()
             with contextlib.suppress(redis_lib.RedisError):
                 self.redis.hset(STATUS, self.name, json.dumps(self.status()))
-            self.stopping.wait(2.0)
+            self.status_changed.wait(2.0)
         with contextlib.suppress(redis_lib.RedisError):
             self.redis.hdel(STATUS, self.name)
 
@@ -153,10 +157,10 @@ class InferenceWorker:
         """Block for one request, then take what else is queued, waiting up to ``max_wait``
         ms once for more. (Not a second BRPOP: Redis rounds blocking timeouts to its
         100 ms clock, and a timeout under a millisecond means "forever".)"""
-        first = self.redis.brpop([QUEUE], timeout=1)
+        first: Any = self.redis.brpop([QUEUE], timeout=1)
         if first is None:
             return []
-        batch = [json.loads(first[1])]
+        batch = self._unpack([first[1]])
         limit = self.settings.inference_max_batch
         batch += self._drain(limit - 1)
         wait = self.settings.inference_max_wait_ms / 1000
@@ -169,7 +173,17 @@ class InferenceWorker:
         if count <= 0:
             return []
         items: Any = self.redis.rpop(QUEUE, count)
-        return [json.loads(item) for item in items or []]
+        return self._unpack(items or [])
+
+    @staticmethod
+    def _unpack(items: list[bytes]) -> list[dict[str, Any]]:
+        requests = []
+        for item in items:
+            try:
+                requests.append(unpack(item))
+            except (ValueError, KeyError, TypeError) as exc:  # nobody to answer: drop it
+                log.error("dropped a malformed inference request: %s", exc)
+        return requests
 
     def _model_for(self, target: Any) -> LoadedModel | None:
         current, shadow = self.holder.current, self.holder.shadow
@@ -184,7 +198,7 @@ class InferenceWorker:
 
     def _payload(self, request: dict[str, Any]) -> list[bytes]:
         if request["images"]:
-            return [base64.b64decode(b) for b in request["images"]]
+            return list(request["images"])
         payload = []
         for image_id in request["image_ids"]:
             record = records.read_record(self.store, image_id)
@@ -424,6 +438,7 @@ class InferenceWorker:
                 break
         log.info("%s stopping after %d images in %d batches", self.name, self.served, self.batches)
         self.stopping.set()
+        self.status_changed.set()
         for thread in threads:
             thread.join(timeout=5)
 

@@ -149,18 +149,27 @@ def test_swaps_under_continuous_traffic_fail_no_request(trained_template, tmp_pa
                 worker.log,
             )
             time.sleep(2)  # traffic continues on the old version
-            status = ops.get(f"{base_url}/v1/models/inspector").json()
+            expected = {
+                "version": str(versions[1]),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            # The worker publishes its status when a load fails; the API caches it 1 s.
+            wait_for(
+                lambda: (
+                    ops.get(f"{base_url}/v1/models/inspector").json()["model_version_status"]
+                    == [expected]
+                ),
+                10,
+                "the status to show the old version serving",
+                worker.log,
+            )
         failures = [r for r in traffic.results if r[1] >= 300 or r[2] is None]
         assert not failures, failures[:5]
         assert len(traffic.results) > 50
         seen = [r[2] for r in traffic.results]
         assert set(seen) == {1, *versions} and broken not in seen
         assert registry.alias(store, "production") == versions[1]
-        assert status["model_version_status"][0] == {
-            "version": str(versions[1]),
-            "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""},
-        }
         event = registry.audit_log(store)[-1]
         assert (event["action"], event["version"]) == ("load_failed", broken)
         assert "cannot be loaded" in event["reason"]

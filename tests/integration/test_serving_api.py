@@ -132,6 +132,21 @@ def test_predict_row_format(service, body):
         )
 
 
+def test_a_malformed_queue_item_is_dropped_and_serving_goes_on(service, redis_server):
+    """Anything on the queue that is not a request (a stray LPUSH, an older format) is
+    logged and dropped: it has nobody to answer, and it must not stop the worker."""
+    import redis as redis_lib
+
+    from workers.inference_queue import QUEUE
+
+    client, *_ = service
+    redis = redis_lib.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/11")
+    redis.lpush(QUEUE, b"", b"not a request", b'{"id": "x", "images": [99]}\nshort')
+    answer = client.post("/v1/models/inspector:predict", json={"instances": [b64("pit", 3)]})
+    assert answer.status_code == 200, answer.text
+    assert redis.llen(QUEUE) == 0
+
+
 @pytest.mark.parametrize(
     "inputs",
     [{"images": [b64("pit", 1), b64("ok", 2)]}, [b64("pit", 1), b64("ok", 2)]],
