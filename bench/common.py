@@ -73,8 +73,10 @@ def describe(info: dict[str, Any]) -> str:
     )
 
 
-def _process_table() -> dict[int, tuple[int, float]]:
-    """pid → (parent pid, CPU seconds of it and its reaped children) for every process."""
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU seconds of it and its reaped children) for every process.
+    Reaped children count, so short-lived helpers (Redis's background save, say) count
+    towards the process that started them."""
     table = {}
     ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
@@ -117,9 +119,9 @@ def _busy_benchmarks(window: float = 3.0, limit: float = 0.2) -> list[str]:
     others = _other_benchmarks()
     if not others:
         return []
-    before = _process_table()
+    before = process_table()
     time.sleep(window)
-    after = _process_table()
+    after = process_table()
     busy = []
     for pid, command in others.items():
         tree, grew = {pid}, True
@@ -150,14 +152,31 @@ def wait_for_quiet_machine(poll: float = 30.0, log: Any = print) -> float:
     return time.monotonic() - started
 
 
-def wait_for_idle(timeout: float, limit: float = 0.3, log: Any = print) -> float:
-    """Wait (up to ``timeout`` s) until the machine uses under ``limit`` cores over 3 s, so
-    other sessions' tests or training do not share the timed run; seconds waited."""
+def add_wait_options(parser: Any) -> None:
+    """``--idle-timeout`` and ``--no-wait``, read by :func:`wait_for_idle` and
+    :func:`wait_for_quiet_machine` callers."""
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600,
+        help="first wait up to this many seconds for an idle machine (0: do not)",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait for (or pause during) other benchmarks"
+    )
+
+
+def wait_for_idle(
+    timeout: float, limit: float = 0.3, log: Any = print, poll: float = 30.0
+) -> float:
+    """Wait (up to ``timeout`` s, checking every ``poll`` s) until the machine uses under
+    ``limit`` cores over 3 s, so other sessions' tests or training do not share the timed
+    run; seconds waited."""
     started = time.monotonic()
     while True:
-        before = _machine_busy()
+        before = machine_busy()
         time.sleep(3)
-        used = (_machine_busy() - before) / 3
+        used = (machine_busy() - before) / 3
         waited = time.monotonic() - started
         if used < limit:
             return waited
@@ -165,7 +184,7 @@ def wait_for_idle(timeout: float, limit: float = 0.3, log: Any = print) -> float
             log(f"the machine is still busy ({used:.1f} cores in use); measuring anyway")
             return waited
         log(f"waiting for an idle machine: {used:.1f} cores in use ({waited:.0f} s so far)")
-        time.sleep(27)
+        time.sleep(max(0.0, poll - 3))
 
 
 class CpuWindow:
@@ -173,21 +192,21 @@ class CpuWindow:
     (the tests or builds of other sessions share these cores too)."""
 
     def __init__(self) -> None:
-        self._start = (time.perf_counter(), _machine_busy(), _own_cpu())
+        self._start = (time.perf_counter(), machine_busy(), _own_cpu())
 
     def cores(self) -> dict[str, float]:
         """{"own": cores this process used, "others": cores the rest of the machine used}."""
         wall, busy, own = self._start
         wall = time.perf_counter() - wall
         used_own = _own_cpu() - own
-        used_all = _machine_busy() - busy
+        used_all = machine_busy() - busy
         return {
             "own": round(used_own / wall, 2),
             "others": round(max(0.0, used_all - used_own) / wall, 2),
         }
 
 
-def _machine_busy() -> float:
+def machine_busy() -> float:
     """CPU seconds the whole machine has been busy (not idle, not waiting on I/O)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")

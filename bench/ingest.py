@@ -60,6 +60,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+from bench import common
 from inspector import images
 from inspector.records import UploadMetadata
 from inspector.simulate import LineSimulator, encode
@@ -86,7 +87,6 @@ PACKAGES = (
     "opencv-python-headless",
     "numpy",
 )
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 OTHER_CPU_NOTE = 0.2  # cores; above this, something outside the benchmark competed
 QUIET_CORES = 0.3  # cores in use below which the machine counts as quiet before a run
 
@@ -136,48 +136,6 @@ def filesystem(path: Path) -> str:
 # --- CPU accounting --------------------------------------------------------------------
 
 
-def _processes() -> dict[int, tuple[int, float]]:
-    """pid → (parent pid, CPU seconds so far) for every process on the machine."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        # Own CPU plus that of children it has reaped, so short-lived helpers (Redis's
-        # background save, say) count towards the group that started them.
-        table[int(entry.name)] = (int(fields[1]), sum(map(int, fields[11:15])) / _CLOCK_TICKS)
-    return table
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / _CLOCK_TICKS
-
-
-def wait_until_quiet(limit: float, timeout: float) -> float:
-    """Wait (up to ``timeout`` s) until the machine uses under ``limit`` cores over a few
-    seconds, so another session's tests or training do not share a timed window; seconds
-    waited."""
-    start = time.monotonic()
-    while True:
-        before = _machine_busy()
-        time.sleep(3)
-        used = (_machine_busy() - before) / 3
-        waited = time.monotonic() - start
-        if used < limit:
-            return waited
-        if waited >= timeout:
-            _say(f"the machine is still busy ({used:.1f} cores in use); measuring anyway")
-            return waited
-        _say(f"waiting for a quiet machine: {used:.1f} cores in use ({waited:.0f} s so far)")
-        time.sleep(10)
-
-
 @dataclass
 class CpuSample:
     """A snapshot from which CPU use per process group over a window is computed."""
@@ -188,7 +146,7 @@ class CpuSample:
 
     @classmethod
     def take(cls) -> CpuSample:
-        return cls(_machine_busy(), _processes(), time.perf_counter())
+        return cls(common.machine_busy(), common.process_table(), time.perf_counter())
 
 
 KTHREADD = 2  # the parent of every kernel thread (journal commits, writeback, …)
@@ -959,7 +917,11 @@ def uninterrupted() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` as on Ctrl-C
-    waited = wait_until_quiet(QUIET_CORES, cfg.quiet_timeout) if cfg.quiet_timeout > 0 else 0.0
+    waited = (
+        common.wait_for_idle(cfg.quiet_timeout, QUIET_CORES, log=_say, poll=13)
+        if cfg.quiet_timeout > 0
+        else 0.0
+    )
     started = datetime.now(UTC)
     info = machine()
     info["waited_for_quiet_s"] = round(waited, 1)

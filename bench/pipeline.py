@@ -165,22 +165,10 @@ def make_dataset_keras_layers(
     import keras
     import tensorflow as tf
 
-    from inspector.pipeline_data import preprocess_encoded
+    from inspector.pipeline_data import cached_batches
 
     autotune = tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
-    ds = ds.map(
-        lambda path, label: (
-            tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8),
-            label,
-        ),
-        num_parallel_calls=autotune,
-        deterministic=True,
-    )
-    ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = cached_batches(paths, labels, spec, batch_size=batch_size, training=training, seed=seed)
     ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=autotune)
     aug = augmentation
     layers = keras.Sequential(
@@ -331,15 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run (k) the earlier augmentation with Keras' random layers",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=600,
-        help="first wait up to this many seconds for an idle machine (0: do not)",
-    )
-    parser.add_argument(
-        "--no-wait", action="store_true", help="do not wait for (or pause during) other benchmarks"
-    )
+    common.add_wait_options(parser)
     return parser.parse_args(argv)
 
 

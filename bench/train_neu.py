@@ -370,15 +370,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     aug.add_argument("--contrast", type=float, default=product.contrast, help="factor range")
     parser.add_argument("--latency-runs", type=int, default=100, help="batch-1 calls timed")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=600,
-        help="first wait up to this many seconds for an idle machine (0: do not)",
-    )
-    parser.add_argument(
-        "--no-wait", action="store_true", help="do not wait for (or pause during) other benchmarks"
-    )
+    common.add_wait_options(parser)
     return parser.parse_args(argv)
 
 

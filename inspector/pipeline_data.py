@@ -182,18 +182,17 @@ def augment_batch(
     return tf.clip_by_value(pixels, 0.0, 255.0)
 
 
-def make_dataset(
+def cached_batches(
     paths: Sequence[Path],
     labels: Sequence[int],
     spec: InputSpec,
     *,
     batch_size: int,
     training: bool,
-    augmentation: Augmentation | None = None,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Files → (images, labels) batches: parallel read + decode, cache, shuffle, augment,
-    batch, prefetch. Evaluation datasets keep the order of ``paths``."""
+    """Files → (uint8 images, labels) batches: parallel read + decode, cache, then (for
+    training) shuffle; batched. Evaluation keeps the order of ``paths``."""
     if not paths:
         raise DatasetError("no images for this dataset", code="empty_split")
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
@@ -209,7 +208,22 @@ def make_dataset(
     ds = ds.cache()
     if training:
         ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    return ds.batch(batch_size, drop_remainder=False)
+
+
+def make_dataset(
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    spec: InputSpec,
+    *,
+    batch_size: int,
+    training: bool,
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Files → (float32 images, labels) batches: :func:`cached_batches`, augmentation
+    (training only), prefetch."""
+    ds = cached_batches(paths, labels, spec, batch_size=batch_size, training=training, seed=seed)
     if training and augmentation is not None and augmentation.enabled:
         aug = augmentation
         generator = tf.random.Generator.from_seed(seed)
