@@ -46,7 +46,6 @@ import secrets
 import shutil
 import signal
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -61,6 +60,7 @@ import httpx
 import numpy as np
 
 from bench import common
+from bench.service import Service
 from inspector import images
 from inspector.records import UploadMetadata
 from inspector.simulate import LineSimulator, encode
@@ -68,8 +68,7 @@ from inspector.uploads import accept_upload
 from storage import ObjectStore
 from storage.local import LocalStore
 from storage.s3 import S3Store
-from tests.processes import ServiceProcess, wait_for
-from tests.servers import ExternalS3, S3Server, free_port, s3_for_tests
+from tests.servers import ExternalS3, S3Server, s3_for_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -488,77 +487,6 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self.server.close()
-
-
-# --- the service -----------------------------------------------------------------------
-
-
-class Service:
-    """`inspector run` on a temporary data directory and free ports; stopped with SIGINT."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.port = free_port()
-        self.data_dir = workdir / "data"
-        env = {
-            "INSPECTOR_DATA_DIR": str(self.data_dir),
-            "INSPECTOR_API_PORT": str(self.port),
-            "INSPECTOR_EMBEDDED_REDIS_PORT": str(free_port()),
-            **env,
-        }
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.process = ServiceProcess("inspector-run", ["run"], env, workdir)
-
-    def start(self) -> None:
-        self.process.start()
-        self.process.wait_http(f"{self.base_url}/readyz", timeout=120)
-        self.process.wait_for_output("processes are up", timeout=60)
-        # The supervisor reports "up" once the processes exist; wait until every Celery
-        # worker has booted too, so no start-up work lands in a timed window.
-        wait_for(
-            lambda: len(set(re.findall(r"\] (\w+)@\S+ ready\.", self.process.output))) >= 3,
-            60,
-            "the Celery workers to be ready",
-            self.process.log,
-        )
-
-    @property
-    def pid(self) -> int:
-        """The supervisor's pid (every other process of the service descends from it)."""
-        assert self.process.proc is not None, "not started"
-        return self.process.proc.pid
-
-    @property
-    def children(self) -> dict[str, int]:
-        """The supervisor's children by name, as it logged them."""
-        found = re.findall(r"started (\S+) \(pid (\d+)\)", self.process.output)
-        return {name: int(pid) for name, pid in found}
-
-    def stop(self) -> None:
-        """SIGINT (what Ctrl-C sends `make run`), wait; kill whatever is left, by pid."""
-        proc = self.process.proc
-        if proc is None:
-            return
-        children = self.children
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                print("  inspector run did not stop within 60 s; killing it", file=sys.stderr)
-                self.process.kill()
-        for name, pid in children.items():
-            if _alive(pid):
-                print(f"  {name} (pid {pid}) outlived the supervisor; killing it", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)  # each child leads its own session
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 # --- phases ----------------------------------------------------------------------------

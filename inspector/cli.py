@@ -225,7 +225,13 @@ def simulate(
         str | None,
         typer.Option(help="class mix, e.g. ok=0.8,scratch=0.05,pit=0.05,crack=0.05,stain=0.05"),
     ] = None,
-    size: Annotated[int, typer.Option(min=16, help="image side in pixels")] = 256,
+    size: Annotated[
+        str, typer.Option(help="image side in pixels, or WIDTHxHEIGHT for non-square parts")
+    ] = "256",
+    defect_size: Annotated[
+        str,
+        typer.Option(help="normal (a share of the part) or small (a few pixels, any image size)"),
+    ] = "normal",
     image_format: Annotated[str, typer.Option("--format", help="jpeg, png, bmp or tiff")] = "jpeg",
     concurrency: Annotated[int, typer.Option(min=1, help="parallel uploads")] = 8,
     line: Annotated[str, typer.Option(help="line id sent with each part")] = "line-1",
@@ -238,8 +244,11 @@ def simulate(
 
     try:
         parsed_mix = sim.parse_mix(mix) if mix else None
+        dims = sim.parse_size(size)
     except ValueError as exc:
         _fail(str(exc))
+    if defect_size not in sim.DEFECT_SIZES:
+        _fail(f"unknown defect size {defect_size!r}; use {' or '.join(sim.DEFECT_SIZES)}")
     if image_format not in ("jpeg", "png", "bmp", "tiff"):
         _fail(f"unknown format {image_format!r}; use jpeg, png, bmp or tiff")
     secret = _token(token, "camera")
@@ -267,7 +276,8 @@ def simulate(
         concurrency=concurrency,
         labels=labels,
         mix=parsed_mix,
-        size=size,
+        size=dims,
+        defect_size=defect_size,
         fmt=image_format,
         line=line,
         station=station,
@@ -430,7 +440,12 @@ def train(
     architecture: Annotated[
         str | None, typer.Option(help="compact_cnn or mobilenet_v3_small")
     ] = None,
-    image_size: Annotated[int | None, typer.Option(help="model input side in pixels")] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="the model input's longer side in pixels (default: chosen from the data)"
+        ),
+    ] = None,
     channels: Annotated[int | None, typer.Option(help="1 (gray) or 3 (colour)")] = None,
     set_: Annotated[
         list[str] | None,
@@ -539,11 +554,21 @@ def review(
     labelled = 0
     for n, item in enumerate(queue, 1):
         top = sorted(item["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        odds = (
+            f"P(defect) {item['p_defect']:.0%} at threshold {item['threshold']:.0%}"
+            if item.get("threshold") is not None and "p_defect" in item
+            else f"{item['confidence']:.0%}"
+        )
         typer.echo(
             f"\n[{n}/{len(queue)}] {item['image_id']}\n  verdict {item['label']} "
-            f"({item['confidence']:.0%}, version {item['model_version']}); "
+            f"({odds}, version {item['model_version']}); "
             + ", ".join(f"{label} {p:.0%}" for label, p in top)
             + f"\n  image: {url.rstrip('/')}{item['image_url']}"
+            + (
+                f"\n  defect map: {url.rstrip('/')}/v1/images/{item['image_id']}/defect-map.png"
+                if item.get("defect_map")
+                else ""
+            )
         )
         if list_only:
             continue
@@ -635,6 +660,7 @@ def models_show(
         f"classes: {', '.join(view['classes'] or [])}; parent: {view['parent_version']}; "
         f"snapshot {view['snapshot_id']}"
     )
+    _echo_operating_point(view)
     if "report" not in view:
         typer.echo("not assessed yet")
         return
@@ -648,6 +674,14 @@ def models_show(
     for key in ("count", "accuracy", "macro_f1", "escape_rate", "false_reject_rate", "ece"):
         theirs = production[key] if production else "-"
         typer.echo(f"{key:<22}{candidate[key]:>12}{theirs:>12}")
+    trade = (candidate.get("detection") or {}).get("trade_off") or []
+    if trade:
+        typer.echo("\nmoving the threshold (held-out):  threshold  escape  false reject")
+        for row in trade:
+            typer.echo(
+                f"{'':34}{row['threshold']:>9.3f}  {_rate(row['escape_rate']):>6}"
+                f"  {_rate(row['false_reject_rate']):>12}"
+            )
     typer.echo("\n" + summarize([Check(**c) for c in report["decision"]["checks"]]))
     typer.echo(
         "\ninfra check: "
@@ -657,6 +691,32 @@ def models_show(
     typer.echo(f"report page: {url.rstrip('/')}/v1/models/{model}/versions/{version}/report.html")
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _echo_operating_point(view: dict[str, Any]) -> None:
+    """The input, the threshold it judges at now, and how that was chosen."""
+    spec = view.get("input") or {}
+    if "height" in spec:
+        typer.echo(f"input: {spec['height']}×{spec['width']}×{spec['channels']} (letterboxed)")
+    point = view.get("operating_point")
+    if point is None:
+        return
+    threshold = view.get("threshold")
+    moved = threshold != point.get("threshold")
+    typer.echo(
+        f"threshold on P(defect): {threshold}"
+        + (
+            f" (moved by an operator; chosen at training: {point.get('threshold')})"
+            if moved
+            else ""
+        )
+        + f"; target escape rate {_rate(point.get('target_escape_rate'))}"
+    )
+    typer.echo(f"  {point.get('note')}")
+
+
 @models_app.command("approve")
 def models_approve(
     version: Annotated[int, typer.Argument(help="version number")],
@@ -664,20 +724,34 @@ def models_approve(
     override: Annotated[
         bool, typer.Option(help="admins: promote a version that failed the gate")
     ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="judge parts defective from this P(defect) on (default: the version's own, "
+            "chosen at training for INSPECTOR_TARGET_ESCAPE_RATE; see `models show`)",
+        ),
+    ] = None,
     model: ModelOpt = "inspector",
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
 ) -> None:
     """Approve a candidate: it becomes production (operators; --override needs an admin)."""
     secret = _token(token, "admin" if override else "operator")
-    doc = _request(
-        "POST",
-        url,
-        secret,
-        f"/v1/models/{model}/versions/{version}:approve",
-        json={"reason": reason, "override": override},
+    body: dict[str, Any] = {"reason": reason, "override": override}
+    if threshold is not None:
+        body["threshold"] = threshold
+    doc = _request("POST", url, secret, f"/v1/models/{model}/versions/{version}:approve", json=body)
+    moved = doc["event"].get("threshold")
+    typer.echo(
+        f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})"
+        + (
+            f", judging at threshold {moved} (was {doc['event']['threshold_before']})"
+            if moved
+            else ""
+        )
     )
-    typer.echo(f"version {version} is now {doc['version']['state']} (audit #{doc['event']['seq']})")
 
 
 @models_app.command("reject")
@@ -744,7 +818,12 @@ def audit(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
             f"#{event['seq']:<4} {event['at'][:19]}  {event['actor']:<14} {event['action']:<12} "
             f"v{event['version']} {event['from_state']} → {event['to_state']}"
             f"{'  (override)' if event.get('override') else ''}"
-            f"  report {event.get('report_id') or '-'}"
+            + (
+                f"  threshold {event['threshold_before']} → {event['threshold']}"
+                if event.get("threshold") is not None
+                else ""
+            )
+            + f"  report {event.get('report_id') or '-'}"
             f"  reason: {event['reason']}"
         )
 

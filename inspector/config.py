@@ -134,17 +134,38 @@ class Settings(BaseSettings):
     train_schedule: str = Field(
         "0 2 * * *", description="cron fields (UTC) of the nightly training run; see README"
     )
-    train_architecture: str = "compact_cnn"
-    train_image_size: int = Field(128, ge=32, le=1024)
-    train_channels: Literal[1, 3] = 3
+    train_architecture: str = "fcn16"
+    train_image_size: int | None = Field(
+        None, ge=32, le=1024, description="the model input's longer side; unset: from the data"
+    )
+    train_channels: Literal[1, 3] | None = Field(
+        None, description="unset: 1 if all images are grey"
+    )
     train_epochs: int = Field(30, ge=1)
+    target_escape_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="the share of defective parts a version may judge ok on its validation "
+        "images; each version's threshold on P(defect) is chosen to meet it",
+    )
 
     # --- serving ------------------------------------------------------------------------
     verdict_deadline_ms: float = Field(
         200.0, gt=0, description="how long an upload waits for its verdict before answering pending"
     )
+    review_margin: float = Field(
+        1.0,
+        ge=0,
+        description="verdicts whose P(defect) is within this many log-odds of the threshold "
+        "are unsure and go to the review queue",
+    )
     review_confidence_below: float = Field(
-        0.6, ge=0, le=1, description="verdicts less confident than this go to the review queue"
+        0.6,
+        ge=0,
+        le=1,
+        description="defective verdicts whose defect type has less than this share of "
+        "P(defect) go to the review queue too",
     )
     inference_max_batch: int = Field(16, ge=1, le=1024)
     # 0: a batch is whatever is queued when the worker is free (bench/serving.py: 16:0

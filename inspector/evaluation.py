@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from inspector import registry
+from inspector import registry, thresholds
 from inspector.datasets import ManifestEntry, Snapshot
+from inspector.defect_maps import DefectMap
 from storage import ObjectStore
 
 ECE_BINS = 10
@@ -52,25 +53,22 @@ def classification_metrics(
     classes: Sequence[str],
     *,
     ok_classes: Iterable[str] = ("ok",),
+    threshold: float | None = 0.5,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall, escape and false-reject rates,
-    confusion matrix, calibration; plus the per-image outcomes for paired tests."""
+    confusion matrix, calibration, every part judged at ``threshold`` on P(defect)
+    (:func:`inspector.thresholds.judge`); ROC and precision–recall curves of P(defect);
+    plus the per-image outcomes for paired tests and galleries."""
     ok = set(ok_classes)
-    predicted = [classes[i] for i in probabilities.argmax(axis=1)] if len(labels) else []
-    confidence = probabilities.max(axis=1) if len(labels) else np.zeros(0)
+    judged = [thresholds.judge(row, classes, ok, threshold) for row in probabilities]
+    predicted = [j.label for j in judged]
+    confidence = np.array([j.confidence for j in judged], np.float64)
+    p_defect = [j.p_defect for j in judged]
     correct = np.array([p == t for p, t in zip(predicted, labels, strict=True)], bool)
     names = list(classes) + sorted(set(labels) - set(classes))
-    per_class: dict[str, dict[str, float]] = {}
-    for name in names:
-        tp = sum(1 for p, t in zip(predicted, labels, strict=True) if p == name and t == name)
-        fp = sum(1 for p, t in zip(predicted, labels, strict=True) if p == name and t != name)
-        fn = sum(1 for p, t in zip(predicted, labels, strict=True) if p != name and t == name)
-        precision, recall = _rate(tp, tp + fp), _rate(tp, tp + fn)
-        f1 = round(2 * precision * recall / (precision + recall), 6) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+    per_class = {name: _class_stats(name, predicted, labels) for name in names}
     supported = [stats["f1"] for stats in per_class.values() if stats["support"]]
-    defective = [i for i, t in enumerate(labels) if t not in ok]
-    good = [i for i, t in enumerate(labels) if t in ok]
+    defective = [t not in ok for t in labels]
     matrix = [
         [
             sum(1 for p, t in zip(predicted, labels, strict=True) if t == row and p == col)
@@ -78,19 +76,45 @@ def classification_metrics(
         ]
         for row in names
     ]
+    flagged = [j.defect for j in judged]
+    n_defective = sum(defective)
     return {
         "count": len(labels),
+        "threshold": threshold,
         "accuracy": _rate(int(correct.sum()), len(labels)),
         "macro_f1": round(float(np.mean(supported)), 6) if supported else 0.0,
         "per_class": per_class,
-        "escape_rate": _rate(sum(1 for i in defective if predicted[i] in ok), len(defective)),
-        "false_reject_rate": _rate(sum(1 for i in good if predicted[i] not in ok), len(good)),
+        "escape_rate": _rate(
+            sum(1 for d, f in zip(defective, flagged, strict=True) if d and not f), n_defective
+        ),
+        "false_reject_rate": _rate(
+            sum(1 for d, f in zip(defective, flagged, strict=True) if f and not d),
+            len(labels) - n_defective,
+        ),
         "confusion": {"labels": names, "matrix": matrix},
         "ece": expected_calibration_error(confidence, correct.astype(float)),
+        "detection": {
+            **thresholds.curves(p_defect, defective),
+            "trade_off": thresholds.trade_off(p_defect, defective, threshold)
+            if threshold is not None
+            else [],
+        },
         "image_ids": list(image_ids),
+        "labels": list(labels),
         "correct": correct.tolist(),
         "predicted": predicted,
+        "p_defect": p_defect,
     }
+
+
+def _class_stats(name: str, predicted: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    pairs = list(zip(predicted, labels, strict=True))
+    tp = sum(1 for p, t in pairs if p == name and t == name)
+    fp = sum(1 for p, t in pairs if p == name and t != name)
+    fn = sum(1 for p, t in pairs if p != name and t == name)
+    precision, recall = _rate(tp, tp + fp), _rate(tp, tp + fn)
+    f1 = round(2 * precision * recall / (precision + recall), 6) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
 
 
 def slices(snapshot: Snapshot) -> dict[str, list[ManifestEntry]]:
@@ -109,21 +133,29 @@ def score_version(
     work_dir: Path,
     *,
     ok_classes: Iterable[str] = ("ok",),
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Run version ``number`` on every slice's images; metrics per slice, latency, size."""
+    """Run version ``number`` on every slice's images, judged at ``threshold`` (default:
+    the version's own); metrics per slice, the defect maps of every image judged or
+    labelled defective, latency and size."""
     from inspector.export import ServingModel  # TensorFlow: train worker only
 
     doc = registry.get_version(store, number)
+    if threshold is None:
+        threshold = registry.version_threshold(doc)
     saved = work_dir / f"v{number}" / "saved_model"
     if not (saved / "saved_model.pb").exists():
         registry.download_directory(store, number, "saved_model", saved)
     serving = ServingModel(saved)
     ids = sorted({e.image_id for entries in parts.values() for e in entries})
     probabilities: dict[str, np.ndarray] = {}
-    for start in range(0, len(ids), 64):
-        chunk = ids[start : start + 64]
-        out = serving.predict_bytes([images[i] for i in chunk])["probabilities"]
-        probabilities.update(zip(chunk, out, strict=True))
+    maps: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), 32):
+        chunk = ids[start : start + 32]
+        out = serving.predict_bytes([images[i] for i in chunk])
+        probabilities.update(zip(chunk, out["probabilities"], strict=True))
+        if "defect_map" in out:
+            maps.update(zip(chunk, out["defect_map"], strict=True))
     latencies = []
     for image_id in ids[:20]:  # one image per request, as a camera's upload is served
         started = time.perf_counter()
@@ -133,21 +165,31 @@ def score_version(
     result: dict[str, Any] = {
         "version": number,
         "classes": doc["classes"],
+        "threshold": threshold,
         "latency_ms_per_image": round(float(np.median(latencies)), 3) if latencies else None,
         "model_bytes": size,
         "slices": {},
+        "defect_maps": {},
     }
+    ok = set(ok_classes)
     for name, entries in parts.items():
         probs = (
             np.stack([probabilities[e.image_id] for e in entries])
             if entries
             else np.zeros((0, len(doc["classes"])))
         )
-        result["slices"][name] = classification_metrics(
+        metrics = classification_metrics(
             [e.image_id for e in entries],
             [e.label for e in entries],
             probs,
             doc["classes"],
-            ok_classes=ok_classes,
+            ok_classes=ok,
+            threshold=threshold,
         )
+        result["slices"][name] = metrics
+        for entry, predicted in zip(entries, metrics["predicted"], strict=True):
+            if entry.image_id in maps and (entry.label not in ok or predicted not in ok):
+                result["defect_maps"][entry.image_id] = DefectMap.from_grid(
+                    maps[entry.image_id]
+                ).to_doc()
     return result

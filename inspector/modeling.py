@@ -1,31 +1,65 @@
 """Architectures, warm start from a parent version, and a head that grows with new classes.
 
-Every model takes float32 [N, size, size, channels] on a 0-255 scale (what
-:func:`inspector.pipeline_data.preprocess_encoded` produces), normalises inside, and ends
-in a Dense layer named ``classifier`` producing logits, followed by a softmax named
-``probabilities``. Growing the head copies the old classes' kernel columns and biases, so
-an old class's logit is unchanged by adding a new one.
+Every model takes float32 [N, height, width, channels] on a 0-255 scale (what
+:func:`inspector.pipeline_data.preprocess_encoded` produces) and normalises inside. Its
+trunk is fully convolutional; the head is a 1×1 convolution named ``classifier`` that
+gives one score map per class (a class-activation map), and :class:`ClassPooling` turns
+the maps into one logit per class: good classes (``ok``) by the mean over the map, defect
+classes by a log-sum-exp ("soft maximum"), so a defect a few pixels wide on a large clean
+part still decides the image, and the defect map shows where. A softmax named
+``probabilities`` follows. Growing the head copies the old classes' kernel columns and
+biases, so an old class's score maps are unchanged by adding a new one.
+
+Why this head: measured in BENCHMARKS.md ("Models that find small defects"): on
+KolektorSDD's thin cracks a global-average-and-max pooled dense head never got past
+chance in 1,000 steps, while the same trunk with class maps and log-sum-exp pooling
+caught every held-back crack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from inspector.errors import InspectorError
 from inspector.model_input import InputSpec
 
 CLASSIFIER = "classifier"
 FEATURES = "features"
+POOLING = "class_pooling"
+DEFAULT_SHARPNESS = 4.0
 
 
 class ModelError(InspectorError):
     """The requested architecture, weights or class change cannot be built."""
 
     code = "model_error"
+
+
+@keras.saving.register_keras_serializable(package="inspector")
+class ClassPooling(keras.layers.Layer):
+    """Class maps [N, h, w, K] → logits [N, K]: the mean for good classes, a log-sum-exp
+    of sharpness r for defect classes, (1/r)·log(mean(exp(r·s)))."""
+
+    def __init__(self, good: Sequence[bool], sharpness: float = DEFAULT_SHARPNESS, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.good = [bool(g) for g in good]
+        self.sharpness = float(sharpness)
+
+    def call(self, maps: tf.Tensor) -> tf.Tensor:
+        r = self.sharpness
+        cells = tf.cast(tf.shape(maps)[1] * tf.shape(maps)[2], maps.dtype)
+        mean = tf.reduce_mean(maps, axis=[1, 2])
+        soft_max = (tf.reduce_logsumexp(r * maps, axis=[1, 2]) - tf.math.log(cells)) / r
+        return tf.where(tf.constant(self.good)[tf.newaxis, :], mean, soft_max)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "good": self.good, "sharpness": self.sharpness}
 
 
 def _conv_bn_relu(
@@ -40,20 +74,32 @@ def _conv_bn_relu(
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _fcn16(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Stride 16, cheap where the pixels are: two strided convolutions (16, 32 filters)
+    bring a camera image to a quarter of its side before any wide layer, then pairs of
+    convolutions at 1/4, 1/8 and 1/16 (32, 64, 128 filters). A 1-px crack still reaches
+    the first layers at full resolution; the class maps come out at 1/16."""
+    x = keras.layers.Rescaling(1 / 255.0)(x)
+    x = _conv_bn_relu(x, 16, "s1", strides=2)
+    x = _conv_bn_relu(x, 32, "s2", strides=2)
+    x = _conv_bn_relu(x, 32, "s2b")
+    for i, filters in enumerate((64, 128), start=3):
+        x = _conv_bn_relu(x, filters, f"s{i}", strides=2)
+        x = _conv_bn_relu(x, filters, f"s{i}b")
+    return x
+
+
 def _compact_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
-    """A stem, four conv blocks (32→256 filters), then average and max pooling side by side.
+    """A stem, four conv blocks (32→256 filters), each followed by max pooling (stride 32).
 
     The stem halves inputs of 96 px and more (most of the cost sits at full resolution).
-    Max pooling answers "is there a defect anywhere", which averaging over a large clean
-    surface dilutes; average pooling keeps the texture classes (crazing, scale).
     """
     x = keras.layers.Rescaling(1 / 255.0)(x)
-    x = _conv_bn_relu(x, 24, "stem", strides=2 if x.shape[1] >= 96 else 1)
+    x = _conv_bn_relu(x, 24, "stem", strides=2 if min(x.shape[1:3]) >= 96 else 1)
     for i, filters in enumerate((32, 64, 128, 256)):
         x = _conv_bn_relu(x, filters, f"conv{i}")
-        x = keras.layers.MaxPooling2D(2)(x)
-    pooled = [keras.layers.GlobalAveragePooling2D()(x), keras.layers.GlobalMaxPooling2D()(x)]
-    return keras.layers.Dropout(0.3)(keras.layers.Concatenate()(pooled))
+        x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    return x
 
 
 def _mobilenet_v3_small(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -62,45 +108,55 @@ def _mobilenet_v3_small(x: keras.KerasTensor) -> keras.KerasTensor:
         input_shape=tuple(x.shape[1:]),
         include_top=False,
         weights=None,
-        pooling="avg",
+        pooling=None,
         include_preprocessing=True,  # it expects 0-255 input, as ours is
         dropout_rate=0.2,
     )
     # keras.applications builds it with momentum 0.999, made for ImageNet's million steps:
     # trained from scratch on a few hundred steps, its moving statistics never catch up and
     # validation sees a different network (NEU: 16-22 % validation accuracy while training
-    # reached 73 %, bench/train_neu.py). Same 0.9 as the compact CNN.
+    # reached 73 %, bench/train_neu.py). Same 0.9 as the other trunks.
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
-    return keras.layers.Dropout(0.2)(backbone(x))
+    return backbone(x)
 
 
 ARCHITECTURES: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
+    "fcn16": _fcn16,
     "compact_cnn": _compact_cnn,
     "mobilenet_v3_small": _mobilenet_v3_small,
 }
 
 
-def _head(features: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
-    logits = keras.layers.Dense(num_classes, name=CLASSIFIER)(features)
+def _head(features: keras.KerasTensor, good: Sequence[bool], sharpness: float) -> keras.KerasTensor:
+    maps = keras.layers.Conv2D(len(good), 1, name=CLASSIFIER)(keras.layers.Dropout(0.2)(features))
+    logits = ClassPooling(good, sharpness, name=POOLING)(maps)
     return keras.layers.Activation("softmax", name="probabilities", dtype="float32")(logits)
 
 
 def build_model(
-    architecture: str, num_classes: int, spec: InputSpec, *, weights_path: Path | None = None
+    architecture: str,
+    classes: Sequence[str],
+    good: Sequence[str],
+    spec: InputSpec,
+    *,
+    sharpness: float = DEFAULT_SHARPNESS,
+    weights_path: Path | None = None,
 ) -> keras.Model:
-    """A fresh model; ``weights_path`` loads backbone weights from a local file."""
+    """A fresh model for ``classes`` (``good`` ones are the non-defects); ``weights_path``
+    loads trunk weights from a local file."""
     if architecture not in ARCHITECTURES:
         raise ModelError(
             f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
             code="unknown_architecture",
         )
-    if num_classes < 2:
+    if len(classes) < 2:
         raise ModelError("a classifier needs at least two classes", code="single_class")
-    inputs = keras.Input((spec.size, spec.size, spec.channels), name="pixels")
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name="pixels")
     features = keras.layers.Identity(name=FEATURES)(ARCHITECTURES[architecture](inputs))
-    model = keras.Model(inputs, _head(features, num_classes), name=architecture)
+    flags = [c in set(good) for c in classes]
+    model = keras.Model(inputs, _head(features, flags, sharpness), name=architecture)
     if weights_path is not None:
         if not weights_path.is_file():
             raise ModelError(f"weights file {weights_path} does not exist", code="weights_missing")
@@ -108,16 +164,38 @@ def build_model(
     return model
 
 
+def has_class_maps(model: keras.Model) -> bool:
+    """Whether the model's head is the class-map head (versions before defect maps had a
+    dense head on pooled features)."""
+    try:
+        return isinstance(model.get_layer(CLASSIFIER), keras.layers.Conv2D)
+    except ValueError:
+        return False
+
+
 def logits_model(model: keras.Model) -> keras.Model:
-    """The same weights, ending at the classifier's logits."""
-    return keras.Model(model.inputs, model.get_layer(CLASSIFIER).output)
+    """The same weights, ending at the pooled logits."""
+    return keras.Model(model.inputs, model.get_layer(POOLING).output)
+
+
+def maps_model(model: keras.Model) -> keras.Model:
+    """The same weights, with two outputs: probabilities and the class maps [N, h, w, K]."""
+    return keras.Model(model.inputs, [model.output, model.get_layer(CLASSIFIER).output])
+
+
+def good_flags(model: keras.Model) -> list[bool]:
+    """Which of the model's classes are good (not defects)."""
+    return list(model.get_layer(POOLING).good)
 
 
 def grow_head(
-    model: keras.Model, old_classes: Sequence[str], new_classes: Sequence[str]
+    model: keras.Model,
+    old_classes: Sequence[str],
+    new_classes: Sequence[str],
+    good: Sequence[str] = (),
 ) -> keras.Model:
     """A model whose head has ``new_classes`` (old ones first, in their old order), sharing
-    the backbone and keeping every old class's weights; new classes start from a bias far
+    the trunk and keeping every old class's weights; new classes start from a bias far
     below the old ones, so old outputs barely move until the new classes are trained."""
     if list(new_classes[: len(old_classes)]) != list(old_classes):
         raise ModelError(
@@ -128,21 +206,15 @@ def grow_head(
         return model
     old_head = model.get_layer(CLASSIFIER)
     kernel, bias = old_head.get_weights()
-    features = model.get_layer(FEATURES).output
-    outputs = _head(features, len(new_classes))
+    pooling = model.get_layer(POOLING)
+    flags = list(pooling.good) + [c in set(good) for c in new_classes[len(old_classes) :]]
+    outputs = _head(model.get_layer(FEATURES).output, flags, pooling.sharpness)
     grown = keras.Model(model.inputs, outputs, name=model.name)
-    head = grown.get_layer(CLASSIFIER)
     added = len(new_classes) - len(old_classes)
     rng = np.random.default_rng(0)
-    new_kernel = np.concatenate(
-        [
-            kernel,
-            rng.normal(0, kernel.std() or 0.01, (kernel.shape[0], added)).astype(kernel.dtype),
-        ],
-        axis=1,
-    )
+    extra = rng.normal(0, kernel.std() or 0.01, (*kernel.shape[:-1], added)).astype(kernel.dtype)
     new_bias = np.concatenate([bias, np.full(added, bias.min() - 4.0, bias.dtype)])
-    head.set_weights([new_kernel, new_bias])
+    grown.get_layer(CLASSIFIER).set_weights([np.concatenate([kernel, extra], axis=-1), new_bias])
     return grown
 
 

@@ -14,17 +14,17 @@ import logging
 import math
 import os
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
 from inspector.datasets import DatasetError, ManifestEntry
-from inspector.model_input import Augmentation, InputSpec
+from inspector.model_input import STRETCH_TOLERANCE, Augmentation, InputSpec
 from storage import NotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _GRAPH_DECODABLE = (b"\xff\xd8\xff", b"\x89PNG", b"BM")
 
 
 def preprocess_encoded(encoded: tf.Tensor, spec: InputSpec) -> tf.Tensor:
-    """Encoded image bytes → float32 [size, size, channels] on a 0-255 scale.
+    """Encoded image bytes → float32 [height, width, channels] on a 0-255 scale.
 
     Shared by the training pipeline and the SavedModel's serving signature.
     """
@@ -44,19 +44,42 @@ def preprocess_encoded(encoded: tf.Tensor, spec: InputSpec) -> tf.Tensor:
     return preprocess_pixels(image, spec)
 
 
-def preprocess_pixels(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
-    """uint8 [H, W, 1 or 3] → float32 [size, size, channels] of whole numbers 0-255.
+def _fit(image_height: tf.Tensor, image_width: tf.Tensor, spec: InputSpec) -> list[tf.Tensor]:
+    """top, left, height, width of the image on the canvas: :func:`fit_box` in the graph."""
+    h, w = tf.cast(image_height, tf.float64), tf.cast(image_width, tf.float64)
+    scale_h, scale_w = spec.height / h, spec.width / w
+    low, high = tf.minimum(scale_h, scale_w), tf.maximum(scale_h, scale_w)
+    stretch = high / low <= STRETCH_TOLERANCE
+    fitted_h = tf.clip_by_value(tf.floor(h * low + 0.5), 1.0, float(spec.height))
+    fitted_w = tf.clip_by_value(tf.floor(w * low + 0.5), 1.0, float(spec.width))
+    height = tf.where(stretch, tf.constant(spec.height, tf.float64), fitted_h)
+    width = tf.where(stretch, tf.constant(spec.width, tf.float64), fitted_w)
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    return [(spec.height - height) // 2, (spec.width - width) // 2, height, width]
 
-    Rounded to whole numbers so that the training pipeline can cache the result as
-    uint8 and still feed the model exactly what serving feeds it.
+
+def preprocess_pixels(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    """uint8 [H, W, 1 or 3] → float32 [height, width, channels] of whole numbers 0-255.
+
+    The image is resized to fit the canvas with its aspect ratio kept (antialiased) and
+    centred on black (:func:`inspector.model_input.fit_box`). Rounded to whole numbers so
+    that the training pipeline can cache the result as uint8 and still feed the model
+    exactly what serving feeds it.
     """
     image = tf.convert_to_tensor(image)
     if image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
-    image = tf.image.resize(tf.cast(image, tf.float32), [spec.size, spec.size], antialias=True)
+    shape = tf.shape(image)
+    top, left, height, width = _fit(shape[0], shape[1], spec)
+    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
+    canvas = tf.pad(
+        resized,
+        [[top, spec.height - height - top], [left, spec.width - width - left], [0, 0]],
+    )
+    canvas = tf.ensure_shape(canvas, [spec.height, spec.width, 3])
     if spec.channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
-    return tf.round(tf.clip_by_value(image, 0.0, 255.0))
+        canvas = tf.image.rgb_to_grayscale(canvas)
+    return tf.round(tf.clip_by_value(canvas, 0.0, 255.0))
 
 
 # --- the local cache --------------------------------------------------------------------
@@ -122,9 +145,9 @@ def verify_cache(paths: Sequence[Path]) -> None:
 
 
 def augment_batch(
-    images: tf.Tensor, aug: Augmentation, size: int, generator: tf.random.Generator
+    images: tf.Tensor, aug: Augmentation, generator: tf.random.Generator
 ) -> tf.Tensor:
-    """Augment a batch of uint8 [N, size, size, C] images; float32 0-255 out.
+    """Augment a batch of uint8 [N, height, width, C] images; float32 0-255 out.
 
     Flips (both axes), rotation ±``rotation``·2π and shift ±``shift``·side are one affine
     matrix per image, applied in one bilinear resampling pass with reflected borders;
@@ -134,25 +157,27 @@ def augment_batch(
     layers, at a fraction of their cost: those resample each image twice, flip it in a
     third pass and run in five maps (measured in bench/pipeline.py, see BENCHMARKS.md).
     """
+    height, width = int(images.shape[1]), int(images.shape[2])
     n = tf.shape(images)[0]
     ones = tf.ones([n])
     turn = aug.rotation * 2 * math.pi
     theta = generator.uniform([n], -turn, turn) if aug.rotation else 0 * ones
-    shift_x = generator.uniform([n], -aug.shift, aug.shift) * size if aug.shift else 0 * ones
-    shift_y = generator.uniform([n], -aug.shift, aug.shift) * size if aug.shift else 0 * ones
+    shift_x = generator.uniform([n], -aug.shift, aug.shift) * width if aug.shift else 0 * ones
+    shift_y = generator.uniform([n], -aug.shift, aug.shift) * height if aug.shift else 0 * ones
     flip_x = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
     flip_y = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
     # Output pixel p samples input pixel c + R(theta)·F·(p - c) - shift, F = diag(flips).
-    cos, sin, c = tf.cos(theta), tf.sin(theta), (size - 1) / 2
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
     a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
     transforms = tf.stack(
         [
             a0,
             a1,
-            c - (a0 + a1) * c - shift_x,
+            cx - a0 * cx - a1 * cy - shift_x,
             b0,
             b1,
-            c - (b0 + b1) * c - shift_y,
+            cy - b0 * cx - b1 * cy - shift_y,
             0 * ones,
             0 * ones,
         ],
@@ -161,7 +186,7 @@ def augment_batch(
     pixels = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(images, tf.float32),
         transforms=transforms,
-        output_shape=[size, size],
+        output_shape=[height, width],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="REFLECT",
@@ -182,6 +207,21 @@ def augment_batch(
     return tf.clip_by_value(pixels, 0.0, 255.0)
 
 
+def _decoded(paths: Sequence[Path], labels: Sequence[int], spec: InputSpec) -> tf.data.Dataset:
+    """(uint8 image, label) per file: parallel read + decode, in order, cached."""
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
+    ds = ds.map(
+        lambda path, label: (
+            tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8),
+            label,
+        ),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    # Decoded, resized images are small: keep them after the first epoch (uint8: 4x smaller).
+    return ds.cache()
+
+
 def cached_batches(
     paths: Sequence[Path],
     labels: Sequence[int],
@@ -195,20 +235,25 @@ def cached_batches(
     training) shuffle; batched. Evaluation keeps the order of ``paths``."""
     if not paths:
         raise DatasetError("no images for this dataset", code="empty_split")
-    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
-    ds = ds.map(
-        lambda path, label: (
-            tf.cast(preprocess_encoded(tf.io.read_file(path), spec), tf.uint8),
-            label,
-        ),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    # Decoded, resized images are small: keep them after the first epoch (uint8: 4x smaller).
-    ds = ds.cache()
+    ds = _decoded(paths, labels, spec)
     if training:
         ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size, drop_remainder=False)
+
+
+def _augmented(
+    ds: tf.data.Dataset, augmentation: Augmentation | None, seed: int
+) -> tf.data.Dataset:
+    if augmentation is not None and augmentation.enabled:
+        aug = augmentation
+        generator = tf.random.Generator.from_seed(seed)
+        ds = ds.map(
+            lambda images, y: (augment_batch(images, aug, generator), y),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
 
 
 def make_dataset(
@@ -221,27 +266,51 @@ def make_dataset(
     augmentation: Augmentation | None = None,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Files → (float32 images, labels) batches: :func:`cached_batches`, augmentation
-    (training only), prefetch."""
+    """Files → (float32 images, labels) batches, one pass: :func:`cached_batches`,
+    augmentation (training only), prefetch."""
     ds = cached_batches(paths, labels, spec, batch_size=batch_size, training=training, seed=seed)
-    if training and augmentation is not None and augmentation.enabled:
-        aug = augmentation
-        generator = tf.random.Generator.from_seed(seed)
-        ds = ds.map(
-            lambda images, y: (augment_batch(images, aug, spec.size, generator), y),
-            num_parallel_calls=AUTOTUNE,
-        )
-    else:
-        ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return _augmented(ds, augmentation if training else None, seed)
 
 
-def class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:
-    """Weights that make each present class count equally (defects are rare on a line)."""
-    counts = Counter(labels)
-    present = [c for c in range(num_classes) if counts.get(c)]
-    total = sum(counts.values())
-    return {
-        c: (total / (len(present) * counts[c]) if counts.get(c) else 0.0)
-        for c in range(num_classes)
-    }
+Sampling = Literal["balanced", "sqrt", "natural"]
+
+
+def sampling_weights(counts: Sequence[int], sampling: Sampling) -> list[float]:
+    """How often each class is drawn: equally (``balanced``), in proportion to the square
+    root of its count (``sqrt``), or as it occurs (``natural``)."""
+    raw = [
+        (1.0 if n else 0.0)
+        if sampling == "balanced"
+        else (math.sqrt(n) if sampling == "sqrt" else float(n))
+        for n in counts
+    ]
+    total = sum(raw)
+    return [r / total for r in raw]
+
+
+def training_dataset(
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    spec: InputSpec,
+    *,
+    batch_size: int,
+    sampling: Sampling,
+    augmentation: Augmentation | None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """An endless stream of augmented training batches, each class drawn with the weight
+    :func:`sampling_weights` gives it (each class decoded once and cached)."""
+    if not paths:
+        raise DatasetError("no images for this dataset", code="empty_split")
+    label_array = np.asarray(labels, np.int32)
+    present = sorted(set(label_array.tolist()))
+    counts = [int((label_array == c).sum()) for c in present]
+    streams = []
+    for c in present:
+        members = [p for p, label in zip(paths, label_array, strict=True) if label == c]
+        ds = _decoded(members, [c] * len(members), spec).repeat()
+        streams.append(ds.shuffle(min(len(members), 2_000), seed=seed + c))
+    mixed = tf.data.Dataset.sample_from_datasets(
+        streams, weights=sampling_weights(counts, sampling), seed=seed
+    )
+    return _augmented(mixed.batch(batch_size), augmentation, seed)

@@ -108,11 +108,23 @@ def assess(
             images = _images(store, parts, cache_dir)
             ok_classes = _ok_classes(store)
             candidate = evaluation.score_version(
-                store, number, images, parts, work_dir, ok_classes=ok_classes
+                store,
+                number,
+                images,
+                parts,
+                work_dir,
+                ok_classes=ok_classes,
+                threshold=registry.effective_threshold(store, number, state),
             )
             baseline = (
                 evaluation.score_version(
-                    store, production, images, parts, work_dir, ok_classes=ok_classes
+                    store,
+                    production,
+                    images,
+                    parts,
+                    work_dir,
+                    ok_classes=ok_classes,
+                    threshold=registry.effective_threshold(store, production, state),
                 )
                 if production is not None and production != number
                 else None
@@ -146,6 +158,7 @@ def assess(
         "policy_source": policy_source,
         "candidate": candidate,
         "production": baseline,
+        "operating_point": doc.get("operating_point"),
         "decision": decision.to_doc() if decision else None,
         "infra_check": infra,
         "blessed": blessed,
@@ -177,12 +190,40 @@ def assess(
     return report
 
 
+def _threshold_change(store: ObjectStore, number: int, threshold: float | None) -> dict[str, Any]:
+    """The audit fields of an approval that moves the version's threshold."""
+    if threshold is None:
+        return {}
+    if not 0 < threshold < 1:
+        raise ApprovalRefused(
+            f"a threshold on P(defect) must be between 0 and 1, not {threshold}",
+            code="invalid_threshold",
+        )
+    before = registry.effective_threshold(store, number)
+    if before is None:
+        raise ApprovalRefused(
+            f"version {number} has no good class: it judges every part defective, and has no "
+            "threshold to move",
+            code="invalid_threshold",
+        )
+    return {"threshold": round(float(threshold), 6), "threshold_before": before}
+
+
 def approve(
-    store: ObjectStore, number: int, *, actor: str, role: str, reason: str, override: bool = False
+    store: ObjectStore,
+    number: int,
+    *,
+    actor: str,
+    role: str,
+    reason: str,
+    override: bool = False,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """An operator's approval (or an admin's override of a failed gate), with a reason."""
+    """An operator's approval (or an admin's override of a failed gate), with a reason;
+    ``threshold`` moves the version's threshold on P(defect), recorded in the audit log."""
     if not reason.strip():
         raise ApprovalRefused("an approval needs a reason", code="reason_required")
+    moved = _threshold_change(store, number, threshold)
     state = registry.read_state(store).state_of(number)
     report = latest_report(store, number)
     report_id = report["report_id"] if report else None
@@ -206,7 +247,7 @@ def approve(
             role=role,
             reason=reason,
             report_id=report_id,
-            extra={"override": True},
+            extra={"override": True, **moved},
         )
     if override:
         raise ApprovalRefused(
@@ -222,6 +263,7 @@ def approve(
         reason=reason,
         report_id=report_id,
         expected_production=report["baseline_version"] if report is not None else "any",
+        extra=moved,
     )
 
 
@@ -273,6 +315,9 @@ def version_view(
         "classes": doc.get("classes"),
         "snapshot_id": doc.get("snapshot_id"),
         "heldout": doc.get("heldout"),
+        "input": doc.get("input"),
+        "threshold": registry.effective_threshold(store, number, state),
+        "operating_point": doc.get("operating_point"),
     }
     shadow = verdicts.shadow_summary(store, number)
     if shadow:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,21 +172,30 @@ class RegistryBusy(InspectorError):
 
 @dataclass(frozen=True)
 class RegistryState:
-    """The fold of the log: each version's state, the aliases, and the last sequence."""
+    """The fold of the log: each version's state, the aliases, the thresholds operators
+    set when approving, and the last sequence."""
 
     states: dict[int, str]
     aliases: dict[str, int]
     seq: int
     events: tuple[dict[str, Any], ...]
+    thresholds: dict[int, float] = field(default_factory=dict)
 
     def state_of(self, number: int) -> str:
         """A version's state; a published version with no event yet is being evaluated."""
         return self.states.get(number, "evaluating")
 
 
-def _apply(states: dict[int, str], aliases: dict[str, int], event: dict[str, Any]) -> None:
+def _apply(
+    states: dict[int, str],
+    aliases: dict[str, int],
+    thresholds: dict[int, float],
+    event: dict[str, Any],
+) -> None:
     number = int(event["version"])
     states[number] = event["to_state"]
+    if event.get("threshold") is not None:
+        thresholds[number] = float(event["threshold"])
     aliases.clear()
     aliases.update({k: int(v) for k, v in event.get("aliases", {}).items()})
     for other, state in list(states.items()):
@@ -200,12 +209,38 @@ def read_state(store: ObjectStore) -> RegistryState:
     """The registry now, folded from its log."""
     states: dict[int, str] = {}
     aliases: dict[str, int] = {}
+    thresholds: dict[int, float] = {}
     events = []
     for info in store.list(LOG_PREFIX):
         event = records.read_json(store, info.key)
-        _apply(states, aliases, event)
+        _apply(states, aliases, thresholds, event)
         events.append(event)
-    return RegistryState(states, aliases, int(events[-1]["seq"]) if events else 0, tuple(events))
+    seq = int(events[-1]["seq"]) if events else 0
+    return RegistryState(states, aliases, seq, tuple(events), thresholds)
+
+
+# Versions from before operating thresholds were judged by their most probable class;
+# judged on P(defect) they get the threshold that is closest to that.
+LEGACY_THRESHOLD = 0.5
+
+
+def version_threshold(doc: Mapping[str, Any]) -> float | None:
+    """The threshold a version was exported with (None: it has no good class)."""
+    point = doc.get("operating_point")
+    if point is None:
+        return LEGACY_THRESHOLD
+    return None if point.get("threshold") is None else float(point["threshold"])
+
+
+def effective_threshold(
+    store: ObjectStore, number: int, state: RegistryState | None = None
+) -> float | None:
+    """The threshold a version judges with now: the one an operator set when approving
+    it, else the one chosen at training."""
+    state = state or read_state(store)
+    if number in state.thresholds:
+        return state.thresholds[number]
+    return version_threshold(get_version(store, number))
 
 
 def _next_aliases(current: dict[str, int], action: str, number: int) -> dict[str, int]:

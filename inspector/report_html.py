@@ -7,6 +7,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from inspector.report_curves import operating_point_html
+
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d232a;max-width:1200px}
 h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem} table{border-collapse:collapse;margin:.5rem 0}
@@ -145,6 +147,9 @@ def render_body(report: dict[str, Any], *, model_name: str = "inspector") -> str
         f"<tr><td>SavedModel size (MB)</td><td>{candidate['model_bytes'] / 1e6:.2f}</td>"
         f"<td>{production['model_bytes'] / 1e6 if production else 0:.2f}</td></tr></table>",
     ]
+    sections.append(
+        operating_point_html(report.get("operating_point"), candidate["slices"]["heldout"])
+    )
     for name, metrics in candidate["slices"].items():
         theirs = production["slices"].get(name) if production else None
         sections.append(f"<h2>{escape(name)}</h2>{_metrics_table(metrics, theirs)}")

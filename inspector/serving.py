@@ -42,10 +42,13 @@ class LoadFailed(InspectorError):
 
 @dataclass
 class LoadedModel:
-    """One version in memory, ready to serve."""
+    """One version in memory, ready to serve, with the threshold it judges at now (an
+    operator may move it at approval: it changes here, without a reload)."""
 
     version: int
     classes: list[str]
+    good: list[str]
+    threshold: float | None
     serving: Any  # inspector.export.ServingModel
     loaded_at: float
     load_seconds: float
@@ -53,6 +56,13 @@ class LoadedModel:
     def predict(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         """Outputs of the ``serving_default`` signature for encoded images."""
         return dict(self.serving.predict_bytes(list(images)))
+
+
+def good_classes(doc: dict[str, Any]) -> list[str]:
+    """A version's good (non-defect) classes; versions before thresholds knew only ``ok``."""
+    if "good_classes" in doc:
+        return list(doc["good_classes"])
+    return [c for c in doc["classes"] if c == "ok"]
 
 
 def rss_bytes() -> int:
@@ -105,8 +115,22 @@ def load_version(store: ObjectStore, number: int, models_dir: Path) -> LoadedMod
             f"version {number} answers its warm-up requests differently (max |Δ| {diff:.3g})"
         )
     seconds = time.monotonic() - started
-    log.info("version %d loaded, warmed up and verified in %.2f s", number, seconds)
-    return LoadedModel(number, list(doc["classes"]), serving, time.time(), seconds)
+    threshold = registry.effective_threshold(store, number)
+    log.info(
+        "version %d loaded, warmed up and verified in %.2f s (threshold %s)",
+        number,
+        seconds,
+        threshold,
+    )
+    return LoadedModel(
+        number,
+        list(doc["classes"]),
+        good_classes(doc),
+        threshold,
+        serving,
+        time.time(),
+        seconds,
+    )
 
 
 @dataclass
@@ -178,6 +202,20 @@ class ModelHolder:
         with self._lock:
             self._ready = loaded
         return loaded
+
+    def apply_thresholds(self, state: registry.RegistryState) -> None:
+        """Judge with the thresholds the registry has now (no reload)."""
+        for model in (self._current, self._shadow):
+            if model is None or model.version not in state.thresholds:
+                continue
+            if model.threshold != state.thresholds[model.version]:
+                log.info(
+                    "version %d now judges at threshold %s (was %s)",
+                    model.version,
+                    state.thresholds[model.version],
+                    model.threshold,
+                )
+                model.threshold = state.thresholds[model.version]
 
     def prepare_shadow(self, number: int | None) -> None:
         """Load (or drop, with None) the shadow candidate; failures only log."""

@@ -47,6 +47,10 @@ _MIN_SIDE = 16
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of Rec. 601 luma
 
 Size = int | tuple[int, int]
+# "normal": every size in a drawing is a fraction of the part; "small": pits 3-5 px across
+# and 1-px scratches and cracks whatever the image size, as on parts whose defects are a
+# few pixels of a camera image (a model that squashes the image loses them).
+DEFECT_SIZES = ("normal", "small")
 
 
 # --- the mix of classes -----------------------------------------------------------------
@@ -69,6 +73,17 @@ def _normalise_mix(weights: Mapping[str, float]) -> dict[str, float]:
             "a positive weight"
         )
     return {name: weights.get(name, 0.0) / total for name in CLASSES}
+
+
+def parse_size(spec: str) -> Size:
+    """``"256"`` (square) or ``"320x128"`` (width × height) in pixels."""
+    width, sep, height = spec.lower().partition("x")
+    try:
+        dims = (int(width), int(height)) if sep else int(width)
+    except ValueError:
+        raise ValueError(f"size {spec!r} is not N or WIDTHxHEIGHT, e.g. 256 or 320x128") from None
+    _dims(dims)
+    return dims
 
 
 def parse_mix(spec: str) -> dict[str, float]:
@@ -192,6 +207,7 @@ class _Surface:
     tint: np.ndarray  # BGR gains with luma 1
     level: float  # the mean luminance the texture varies around
     grain: float  # extra per-pixel noise (sigma, grey levels)
+    small: bool = False  # defects a few pixels wide (DEFECT_SIZES), whatever the image size
 
 
 def _metal(rng: np.random.Generator, w: int, h: int) -> _Surface:
@@ -271,14 +287,14 @@ def _scratch(rng: np.random.Generator, surface: _Surface) -> _Stain | None:
     """A thin, long, slightly curved groove: one bright or dark core and a faint shoulder."""
     h, w = surface.lum.shape
     short = min(w, h)
-    length = short * rng.uniform(0.4, 0.85)
+    length = short * (rng.uniform(0.15, 0.35) if surface.small else rng.uniform(0.4, 0.85))
     angle = rng.uniform(0, math.pi)
     along = np.array([math.cos(angle), math.sin(angle)])
     normal = np.array([-along[1], along[0]])
     t = np.linspace(-0.5, 0.5, 25)
     bow = (1 - 4 * t**2) * length * rng.uniform(-0.1, 0.1)
     points = _centre(rng, w, h, 0.3) + np.outer(t * length, along) + np.outer(bow, normal)
-    thickness = max(1, round(short * rng.uniform(0.006, 0.012)))
+    thickness = 1 if surface.small else max(1, round(short * rng.uniform(0.006, 0.012)))
     # Scratches fade out at their ends rather than stopping square.
     fade = np.minimum(1.0, (0.5 - np.abs((t[:-1] + t[1:]) / 2)) * rng.uniform(4, 10))
     widths = np.full(len(t) - 1, thickness)
@@ -306,8 +322,8 @@ def _pit(rng: np.random.Generator, surface: _Surface) -> _Stain | None:
     short = min(w, h)
     centre = _centre(rng, w, h)
     light = rng.uniform(0, 2 * math.pi)
-    count = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
-    radius = short * rng.uniform(0.02, 0.04)
+    count = 1 if rng.random() < 0.6 or surface.small else int(rng.integers(2, 4))
+    radius = rng.uniform(1.5, 2.5) if surface.small else short * rng.uniform(0.02, 0.04)
     for k in range(count):
         r = radius * (1.0 if k == 0 else rng.uniform(0.5, 0.85))
         c = centre + (rng.normal(0, 2.5 * radius, 2) if k else 0)
@@ -363,14 +379,14 @@ def _crack(rng: np.random.Generator, surface: _Surface) -> _Stain | None:
     h, w = surface.lum.shape
     short = min(w, h)
     heading = rng.uniform(0, 2 * math.pi)
-    steps = int(rng.integers(18, 30))
-    step = short * rng.uniform(0.02, 0.03)
+    steps = int(rng.integers(12, 20) if surface.small else rng.integers(18, 30))
+    step = short * (rng.uniform(0.01, 0.015) if surface.small else rng.uniform(0.02, 0.03))
     start = (
         _centre(rng, w, h, 0.35)
         - np.array([math.cos(heading), math.sin(heading)]) * step * steps / 2
     )
     main = _walk(rng, start, heading, steps, step)
-    thick = short * rng.uniform(0.006, 0.01)
+    thick = 1.0 if surface.small else short * rng.uniform(0.006, 0.01)
     paths = [(main, thick)]
     for _ in range(int(rng.integers(1, 3))):
         at = int(rng.integers(steps // 4, 3 * steps // 4))
@@ -403,7 +419,7 @@ _STAIN_COLOURS = np.array(
 def _stain(rng: np.random.Generator, surface: _Surface) -> _Stain | None:
     """A discoloured blob with soft, irregular edges and a darker tide mark."""
     h, w = surface.lum.shape
-    radius = min(w, h) * rng.uniform(0.1, 0.2)
+    radius = min(w, h) * (rng.uniform(0.03, 0.05) if surface.small else rng.uniform(0.1, 0.2))
     centre = _centre(rng, w, h)
     patch = _Patch(surface.lum.shape, centre[None, :], 1.5 * radius)
     xs, ys = patch.grid()
@@ -511,8 +527,14 @@ class LineSimulator:
         surfaces: tuple[str, ...] = SURFACES,
         seed: int | None = 0,
         color: bool = True,
+        defect_size: str = "normal",
     ) -> None:
         self.width, self.height = _dims(size)
+        if defect_size not in DEFECT_SIZES:
+            raise ValueError(
+                f"unknown defect size {defect_size!r}; the known ones are {', '.join(DEFECT_SIZES)}"
+            )
+        self.small = defect_size == "small"
         self.mix = _normalise_mix(DEFAULT_MIX if mix is None else mix)
         unknown = sorted(set(surfaces) - set(SURFACES))
         if unknown or not surfaces:
@@ -543,6 +565,7 @@ class LineSimulator:
         surface_rng, defect_rng, light_rng = rng.spawn(3)
         name = self.surfaces[int(surface_rng.integers(len(self.surfaces)))]
         surface = _SURFACES[name](surface_rng, self.width, self.height)
+        surface.small = self.small
         stain = _DEFECTS[label](defect_rng, surface) if label != "ok" else None
         lum = _light_and_sensor(light_rng, surface)
         image = _to_bgr(lum, surface.tint, stain) if self.color else cv2.convertScaleAbs(lum)
@@ -749,6 +772,7 @@ def run_simulation(
     labels: bool = True,
     mix: Mapping[str, float] | None = None,
     size: Size = 256,
+    defect_size: str = "normal",
     fmt: str = "jpeg",
     line: str = "line-1",
     station: str = "station-1",
@@ -762,7 +786,8 @@ def run_simulation(
 ) -> SimulationReport:
     """Upload ``count`` simulated parts to ``POST {base_url}/v1/images`` as a camera would.
 
-    Part ``i`` is the ``i``-th part of ``LineSimulator(size=size, mix=mix, seed=seed)``,
+    Part ``i`` is the ``i``-th part of ``LineSimulator(size=size, mix=mix, seed=seed,
+    defect_size=defect_size)``,
     due at ``schedule(i, rate)``; images are drawn in the worker threads ahead of their
     slot. A 401/403 stops the run (every further upload would fail the same way).
     """
@@ -779,7 +804,7 @@ def run_simulation(
 
     url = base_url.rstrip("/") + "/v1/images"
     headers = {"Authorization": f"Bearer {token}"}
-    sim = LineSimulator(size=size, mix=mix, seed=seed)
+    sim = LineSimulator(size=size, mix=mix, seed=seed, defect_size=defect_size)
     run = str(seed)[:12] if seed is not None else secrets.token_hex(4)
     report = SimulationReport(planned=count)
     lock, stop = threading.Lock(), threading.Event()

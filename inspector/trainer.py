@@ -1,8 +1,11 @@
-"""The TensorFlow half of a training run: fit with progress and guards, then export.
+"""The TensorFlow half of a training run: fit with progress and guards, choose the
+operating threshold, export, and check the export.
 
 Imported only by the train worker (and benchmarks and tests), never by the API or
-ingest processes. :mod:`inspector.training` decides what to train on; this module
-turns that into a fitted, exported, self-checked set of files.
+ingest processes. :mod:`inspector.training_data` decides what to train on; this module
+turns that into a fitted, exported, self-checked set of files. A run whose model stayed
+at chance on its own training images fails ("the model did not learn") and publishes
+nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inspector import export, modeling, pipeline_data, registry
+from inspector import export, modeling, pipeline_data, registry, thresholds
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import Augmentation
-from inspector.modeling import ModelError
-from inspector.training import Progress, TrainConfig, TrainingFailed, eta_seconds, finite
+from inspector.train_config import TrainConfig
+from inspector.trainer_callbacks import DivergenceGuard, ProgressCallback
+from inspector.training import Progress, TrainingFailed
+from inspector.training_data import TrainingData
 from storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+LEARNED_FRACTION = 0.25  # of the way from chance to perfect, on the training images
 
 
 @dataclass
@@ -37,75 +44,11 @@ class Outcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-class ProgressCallback(keras.callbacks.Callback):
-    """Reports epoch, batch, loss and ETA at most a few times a second."""
-
-    def __init__(self, progress: Progress, epochs: int, steps: int, interval: float = 0.5) -> None:
-        super().__init__()
-        self.progress, self.epochs, self.steps, self.interval = progress, epochs, steps, interval
-        self.epoch = 0
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval and batch + 1 < self.steps:
-            return
-        self.last = now
-        done = self.epoch * self.steps + batch + 1
-        self.progress(
-            {
-                "phase": "training",
-                "epoch": self.epoch + 1,
-                "epochs": self.epochs,
-                "batch": batch + 1,
-                "batches": self.steps,
-                "loss": float((logs or {}).get("loss", float("nan"))),
-                "eta_seconds": eta_seconds(now - self.started, done, self.epochs * self.steps),
-            }
-        )
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        values = {k: round(float(v), 5) for k, v in (logs or {}).items()}
-        log.info("epoch %d/%d: %s", epoch + 1, self.epochs, values)
-        elapsed = time.monotonic() - self.started
-        done = (epoch + 1) * self.steps
-        self.progress(
-            {
-                "phase": "training",
-                "epoch": epoch + 1,
-                "epochs": self.epochs,
-                "batch": self.steps,
-                "batches": self.steps,
-                "loss": values.get("loss", float("nan")),
-                "eta_seconds": eta_seconds(elapsed, done, self.epochs * self.steps),
-                "epoch_logs": values,
-            }
-        )
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training when the loss is NaN/inf or has grown ``factor`` times its start."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-        self.first: float | None = None
-        self.reason: str | None = None
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
-        if self.first is None and finite(loss):
-            self.first = max(loss, 1e-3)
-        if not finite(loss):
-            self.reason = f"the training loss became {loss} at batch {batch + 1}"
-        elif self.first is not None and loss > self.factor * self.first:
-            self.reason = f"the training loss grew from {self.first:.3g} to {loss:.3g}: diverged"
-        if self.reason:
-            self.model.stop_training = True
+@dataclass(frozen=True)
+class _Split:
+    entries: list[ManifestEntry]
+    paths: list[Path]
+    labels: np.ndarray
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -114,206 +57,205 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def _paths(store: ObjectStore, entries: Sequence[ManifestEntry], cache_dir: Path) -> list[Path]:
+def _split(
+    store: ObjectStore, entries: Sequence[ManifestEntry], index: dict[str, int], cache_dir: Path
+) -> _Split:
     paths = pipeline_data.fetch_to_cache(store, entries, cache_dir)
     pipeline_data.verify_cache(paths)
-    return paths
+    return _Split(list(entries), paths, np.asarray([index[e.label] for e in entries], np.int64))
 
 
-def _load_parent(
-    store: ObjectStore, parent: int, config: TrainConfig, work_dir: Path
-) -> tuple[keras.Model, list[str]]:
-    doc = registry.get_version(store, parent)
-    if doc["input"] != {"size": config.image_size, "channels": config.channels}:
-        raise ModelError(
-            f"parent version {parent} takes {doc['input']['size']}px × "
-            f"{doc['input']['channels']} channels; this run asks for {config.image_size}px × "
-            f"{config.channels}: train with parent 'none' "
-            "to change the input",
-            code="input_mismatch",
+def _model(store: ObjectStore, config: TrainConfig, data: TrainingData, work_dir: Path):
+    if data.parent is None:
+        weights = Path(config.weights_path) if config.weights_path else None
+        return modeling.build_model(
+            config.architecture,
+            data.classes,
+            data.good,
+            data.spec,
+            sharpness=config.pooling_sharpness,
+            weights_path=weights,
         )
-    path = registry.download_file(store, parent, "model.keras", work_dir / "parent" / "model.keras")
-    return modeling.load_keras(path), list(doc["classes"])
+    doc = registry.get_version(store, data.parent)
+    path = registry.download_file(
+        store, data.parent, "model.keras", work_dir / "parent" / "model.keras"
+    )
+    return modeling.grow_head(modeling.load_keras(path), doc["classes"], data.classes, data.good)
 
 
-def _predict_keras(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
-    return np.asarray(model.predict(dataset, verbose=0))
+def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> None:
+    plan = data.plan
+    schedule: Any = plan.learning_rate
+    if config.lr_schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0,
+            plan.steps,
+            warmup_target=plan.learning_rate,
+            warmup_steps=plan.steps_per_epoch * min(2, plan.epochs - 1),
+            alpha=0.01,
+        )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
 
 
-def _pixels(dataset: tf.data.Dataset) -> np.ndarray:
-    return np.concatenate([images.numpy() for images, _ in dataset])
-
-
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
-    return round(float((probabilities.argmax(axis=1) == labels).mean()), 5) if len(labels) else None
-
-
-def fit_and_export(
-    store: ObjectStore,
+def _fit(
+    model: keras.Model,
     config: TrainConfig,
-    *,
-    classes: list[str],
-    train: list[ManifestEntry],
-    validation: list[ManifestEntry],
-    heldout: list[ManifestEntry],
-    parent: int | None,
-    cache_dir: Path,
-    work_dir: Path,
+    data: TrainingData,
+    train: _Split,
+    validation: _Split | None,
     progress: Progress,
-) -> Outcome:
-    """Fit a model on ``train`` (early-stopped on ``validation``), export it, and check the
-    export against the trained model on ``heldout``."""
-    keras.utils.set_random_seed(config.seed)
-    index = {name: i for i, name in enumerate(classes)}
-    spec = config.spec
-    progress({"phase": "fetching", "images": len(train) + len(validation) + len(heldout)})
-    train_paths = _paths(store, train, cache_dir)
-    val_paths = _paths(store, validation, cache_dir)
-    held_paths = _paths(store, heldout, cache_dir)
-    train_labels = [index[e.label] for e in train]
-    augmentation = Augmentation(**config.augmentation.model_dump())
-    train_ds = pipeline_data.make_dataset(
-        train_paths,
-        train_labels,
-        spec,
+    tensorboard_dir: Path,
+) -> tuple[dict[str, list[float]], float]:
+    plan = data.plan
+    train_ds = pipeline_data.training_dataset(
+        train.paths,
+        train.labels.tolist(),
+        data.spec,
         batch_size=config.batch_size,
-        training=True,
-        augmentation=augmentation,
+        sampling=config.sampling,
+        augmentation=Augmentation(**config.augmentation.model_dump()),
         seed=config.seed,
     )
-    val_ds = (
-        pipeline_data.make_dataset(
-            val_paths,
-            [index[e.label] for e in validation],
-            spec,
-            batch_size=config.batch_size,
-            training=False,
-        )
-        if validation
-        else None
-    )
-
-    with distribution_strategy().scope():
-        if parent is None:
-            weights = Path(config.weights_path) if config.weights_path else None
-            model = modeling.build_model(
-                config.architecture, len(classes), spec, weights_path=weights
-            )
-            learning_rate = config.learning_rate
-        else:
-            model, parent_classes = _load_parent(store, parent, config, work_dir)
-            model = modeling.grow_head(model, parent_classes, classes)
-            learning_rate = config.fine_tune_learning_rate
-        steps = -(-len(train) // config.batch_size)
-        schedule: Any = learning_rate
-        if config.lr_schedule == "cosine":
-            schedule = keras.optimizers.schedules.CosineDecay(
-                0.0,
-                steps * config.epochs,
-                warmup_target=learning_rate,
-                warmup_steps=steps * min(2, config.epochs - 1),
-                alpha=0.01,
-            )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-        )
-
+    val_ds = _eval_dataset(validation, data) if validation else None
     guard = DivergenceGuard(config.divergence_factor)
-    tensorboard_dir = work_dir / "tensorboard"
     callbacks = [
-        ProgressCallback(progress, config.epochs, steps),
+        ProgressCallback(progress, plan.epochs, plan.steps_per_epoch),
         guard,
         keras.callbacks.EarlyStopping(
             monitor="val_loss" if val_ds is not None else "loss",
             patience=config.patience,
             restore_best_weights=True,
-            start_from_epoch=min(config.early_stopping_from_epoch, config.epochs - 1),
+            start_from_epoch=min(config.early_stopping_from_epoch, plan.epochs - 1),
         ),
         keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False),
     ]
-    weights_by_class = (
-        pipeline_data.class_weights(train_labels, len(classes)) if config.class_weighting else None
-    )
     started = time.monotonic()
     try:
         history = model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=config.epochs,
+            epochs=plan.epochs,
+            steps_per_epoch=plan.steps_per_epoch,
             callbacks=callbacks,
-            class_weight=weights_by_class,
             verbose=0,
         )
     except tf.errors.InvalidArgumentError as exc:
         raise DatasetError(
             f"an image could not be read while training: {exc.message[:300]}", code="corrupt_cache"
         ) from exc
-    training_seconds = time.monotonic() - started
     if guard.reason:
         raise TrainingFailed(f"{guard.reason}; no version was created", code="diverged")
+    return history.history, time.monotonic() - started
 
-    progress({"phase": "exporting"})
-    out = work_dir / "version"
-    out.mkdir()
-    saved = out / "saved_model"
-    export.export_saved_model(model, classes, spec, saved)
-    modeling.save_keras(model, out / "model.keras")
-    serving = export.ServingModel(saved)
 
-    progress({"phase": "evaluating", "images": len(heldout)})
-    held_labels = np.asarray([index[e.label] for e in heldout], np.int64)
+def _eval_dataset(split: _Split, data: TrainingData, batch_size: int = 32) -> tf.data.Dataset:
+    return pipeline_data.make_dataset(
+        split.paths, split.labels.tolist(), data.spec, batch_size=batch_size, training=False
+    )
+
+
+def _predict(model: keras.Model, split: _Split, data: TrainingData) -> np.ndarray:
+    """Probabilities as the exported model computes them: the mean over each image and
+    the image turned 180° (:func:`inspector.export.turned_pair`)."""
+    ds = _eval_dataset(split, data)
+    upright = np.asarray(model.predict(ds, verbose=0))
+    turned = np.asarray(model.predict(ds.map(lambda x, y: (x[:, ::-1, ::-1], y)), verbose=0))
+    return (upright + turned) / 2
+
+
+def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs: int) -> dict:
+    """Balanced accuracy on (up to 64 per class of) the training images, unaugmented;
+    :class:`TrainingFailed` when it is too close to chance."""
+    keep = [i for c in np.unique(train.labels) for i in np.flatnonzero(train.labels == c)[:64]]
+    sample = _Split(
+        [train.entries[i] for i in keep], [train.paths[i] for i in keep], train.labels[keep]
+    )
+    predicted = _predict(model, sample, data).argmax(axis=1)
+    recalls = {
+        data.classes[c]: float((predicted[sample.labels == c] == c).mean())
+        for c in np.unique(sample.labels)
+    }
+    balanced = float(np.mean(list(recalls.values())))
+    chance = 1 / len(recalls)
+    needed = chance + LEARNED_FRACTION * (1 - chance)
+    if balanced < needed:
+        per_class = ", ".join(f"{name} {recall:.0%}" for name, recall in recalls.items())
+        raise TrainingFailed(
+            f"the model did not learn: after {epochs} epochs it tells the classes apart on "
+            f"{balanced:.0%} of its own training images (balanced accuracy; chance is "
+            f"{chance:.0%}, at least {needed:.0%} is needed; per class: {per_class}). "
+            "Check the labels, label more images of the rare classes, or make the defects "
+            "visible at the model's input (image_size); no version was created",
+            code="did_not_learn",
+        )
+    return {"balanced_accuracy": round(balanced, 5), "recall": recalls}
+
+
+def _operating_point(
+    model: keras.Model, validation: _Split | None, data: TrainingData, config: TrainConfig
+) -> thresholds.OperatingPoint:
+    if not data.good:
+        return thresholds.no_ok_class(config.target_escape_rate)
+    if validation is None:
+        return thresholds.choose([], [], config.target_escape_rate)
+    probabilities = _predict(model, validation, data)
+    good = [c in data.good for c in data.classes]
+    p_defect = 1 - probabilities[:, good].sum(axis=1)
+    defective = [not good[label] for label in validation.labels]
+    return thresholds.choose(p_defect.tolist(), defective, config.target_escape_rate)
+
+
+def fit_and_export(
+    store: ObjectStore,
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    cache_dir: Path,
+    work_dir: Path,
+    progress: Progress,
+) -> Outcome:
+    """Fit a model on ``data.train`` (early-stopped on the validation images), choose its
+    threshold on them, export it, and check the export on the held-out images."""
+    keras.utils.set_random_seed(config.seed)
+    index = {name: i for i, name in enumerate(data.classes)}
+    progress(
+        {"phase": "fetching", "images": len(data.train) + len(data.validation) + len(data.heldout)}
+    )
+    train = _split(store, data.train, index, cache_dir)
+    validation = _split(store, data.validation, index, cache_dir) if data.validation else None
+    heldout = _split(store, data.heldout, index, cache_dir) if data.heldout else None
+    with distribution_strategy().scope():
+        model = _model(store, config, data, work_dir)
+        _compile(model, config, data)
+    history, seconds = _fit(
+        model, config, data, train, validation, progress, work_dir / "tensorboard"
+    )
+    epochs_run = len(history.get("loss", []))
+    learned = _check_learned(model, train, data, epochs_run)
+    point = _operating_point(model, validation, data, config)
+    log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {
         "training": {
-            "epochs_run": len(history.history.get("loss", [])),
-            "seconds": round(training_seconds, 1),
-            "learning_rate": learning_rate,
-            "stopped_early": len(history.history.get("loss", [])) < config.epochs,
-        }
+            "epochs_run": epochs_run,
+            "steps": epochs_run * data.plan.steps_per_epoch,
+            "seconds": round(seconds, 1),
+            "learning_rate": data.plan.learning_rate,
+            "stopped_early": epochs_run < data.plan.epochs,
+            "learned": learned,
+        },
+        "operating_point": point.to_doc(),
     }
-    tflite = export.to_tflite(saved, quantize=config.tflite_quantize)
-    (out / "model.tflite").write_bytes(tflite)
-    if heldout:
-        held_ds = pipeline_data.make_dataset(
-            held_paths, held_labels.tolist(), spec, batch_size=64, training=False
-        )
-        keras_probs = _predict_keras(model, held_ds)
-        encoded = [p.read_bytes() for p in held_paths]
-        served = np.concatenate(
-            [
-                serving.predict_bytes(encoded[i : i + 64])["probabilities"]
-                for i in range(0, len(encoded), 64)
-            ]
-        )
-        lite = export.tflite_probabilities(tflite, _pixels(held_ds))
-        summary["heldout"] = {
-            "count": len(heldout),
-            "accuracy": _accuracy(served, held_labels),
-            "tflite_accuracy": _accuracy(lite, held_labels),
-            # Served outputs against the trained model's, on the same images.
-            "skew_max_abs_diff": float(np.abs(served - keras_probs).max()),
-        }
-    summary["tflite"] = {
-        "bytes": len(tflite),
-        "quantization": "dynamic_range" if config.tflite_quantize else "none",
-        "input": "serving_pixels: float32 [1, size, size, channels], 0-255",
-    }
-    warm_entries = (heldout or train)[: config.warmup_images]
-    warm_paths = held_paths if heldout else train_paths
+    files = _export(model, config, data, point, heldout, train, work_dir, progress, summary)
     export.save_json(
-        export.warmup_document(
-            serving,
-            [(e.image_id, p.read_bytes()) for e, p in zip(warm_entries, warm_paths, strict=False)],
-        ),
-        out / "warmup.json",
+        {k: [float(v) for v in vs] for k, vs in history.items()},
+        work_dir / "version" / "history.json",
     )
-    export.save_json(classes, out / "classes.json")
-    export.save_json(
-        {k: [float(v) for v in vs] for k, vs in history.history.items()}, out / "history.json"
-    )
-
-    files = {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
+    files["history.json"] = work_dir / "version" / "history.json"
+    tensorboard_dir = work_dir / "tensorboard"
     files.update(
         {
             f"tensorboard/{p.relative_to(tensorboard_dir)}": p
@@ -321,5 +263,86 @@ def fit_and_export(
             if p.is_file()
         }
     )
-    log.info("exported: %s", json.dumps(summary))
+    log.info("exported: %s", json.dumps(summary, default=str))
     return Outcome(files, summary)
+
+
+def _export(
+    model: keras.Model,
+    config: TrainConfig,
+    data: TrainingData,
+    point: thresholds.OperatingPoint,
+    heldout: _Split | None,
+    train: _Split,
+    work_dir: Path,
+    progress: Progress,
+    summary: dict[str, Any],
+) -> dict[str, Path]:
+    """Write the version's files; adds the held-out self-check and TFLite to ``summary``."""
+    progress({"phase": "exporting"})
+    out = work_dir / "version"
+    out.mkdir()
+    saved = out / "saved_model"
+    export.export_saved_model(model, data.classes, data.spec, saved, threshold=point.threshold)
+    modeling.save_keras(model, out / "model.keras")
+    serving = export.ServingModel(saved)
+    tflite = export.to_tflite(saved, quantize=config.tflite_quantize)
+    (out / "model.tflite").write_bytes(tflite)
+    if heldout is not None:
+        progress({"phase": "evaluating", "images": len(heldout.entries)})
+        summary["heldout"] = _self_check(model, serving, tflite, heldout, data, point)
+    summary["tflite"] = {
+        "bytes": len(tflite),
+        "quantization": "dynamic_range" if config.tflite_quantize else "none",
+        "input": "serving_pixels: float32 [1, height, width, channels], 0-255",
+    }
+    warm = heldout or train
+    export.save_json(
+        export.warmup_document(
+            serving,
+            [(e.image_id, p.read_bytes()) for e, p in zip(warm.entries, warm.paths, strict=True)][
+                : config.warmup_images
+            ],
+        ),
+        out / "warmup.json",
+    )
+    export.save_json(data.classes, out / "classes.json")
+    return {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
+
+
+def _self_check(
+    model: keras.Model,
+    serving: export.ServingModel,
+    tflite: bytes,
+    heldout: _Split,
+    data: TrainingData,
+    point: thresholds.OperatingPoint,
+) -> dict[str, Any]:
+    """Accuracy at the threshold of the SavedModel and of the TFLite file on the held-out
+    images, and the largest difference between served and trained outputs."""
+    keras_probs = _predict(model, heldout, data)
+    encoded = [p.read_bytes() for p in heldout.paths]
+    served = np.concatenate(
+        [
+            serving.predict_bytes(encoded[i : i + 32])["probabilities"]
+            for i in range(0, len(encoded), 32)
+        ]
+    )
+    pixels = np.concatenate([images.numpy() for images, _ in _eval_dataset(heldout, data)])
+    lite = export.tflite_probabilities(tflite, pixels)
+
+    def accuracy(probabilities: np.ndarray) -> float:
+        judged = [
+            thresholds.judge(row, data.classes, data.good, point.threshold).label
+            for row in probabilities
+        ]
+        truth = [e.label for e in heldout.entries]
+        return round(float(np.mean([a == b for a, b in zip(judged, truth, strict=True)])), 5)
+
+    return {
+        "count": len(heldout.entries),
+        "accuracy": accuracy(served),
+        "tflite_accuracy": accuracy(lite),
+        # Served outputs against the trained model's, on the same images.
+        "skew_max_abs_diff": float(np.abs(served - keras_probs).max()),
+    }

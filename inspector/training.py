@@ -21,24 +21,23 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from inspector import datasets, records, registry
-from inspector.datasets import DatasetError, ManifestEntry, SplitPolicy
+from inspector import datasets, records, registry, training_data
 from inspector.errors import InspectorError
-from inspector.model_input import InputSpec
+from inspector.train_config import (  # noqa: F401  re-exported: the run's configuration
+    Architecture,
+    AugmentConfig,
+    TrainConfig,
+    TrainingPlan,
+    plan_training,
+)
 from storage import NotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
 RUNS_PREFIX = "training/runs/"
-# Kept in step with inspector.modeling.ARCHITECTURES (a test checks), so a request for an
-# unknown architecture is refused without loading TensorFlow.
-Architecture = Literal["compact_cnn", "mobilenet_v3_small"]
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -46,61 +45,6 @@ class TrainingFailed(InspectorError):
     """The run cannot produce a version (diverged, nothing new to learn, bad configuration)."""
 
     code = "training_failed"
-
-
-class AugmentConfig(BaseModel):
-    """Augmentation switches (see :class:`inspector.model_input.Augmentation`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    flip: bool = True
-    rotation: float = Field(0.03, ge=0, le=0.5)
-    shift: float = Field(0.1, ge=0, le=0.5)
-    brightness: float = Field(0.15, ge=0, le=1)
-    contrast: float = Field(0.15, ge=0, le=1)
-
-
-class TrainConfig(BaseModel):
-    """Everything that shapes a run's result (and so its run key)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    architecture: Architecture = "compact_cnn"
-    image_size: int = Field(128, ge=32, le=1024)
-    channels: Literal[1, 3] = 3
-    batch_size: int = Field(32, ge=1, le=1024)
-    epochs: int = Field(30, ge=1, le=1000)
-    # NEU's validation loss went 7 epochs without a new best (epochs 9-16) on the way to
-    # 99.5 % held-out: a patience of 6 stopped that run at 94.7 % (BENCHMARKS.md).
-    patience: int = Field(10, ge=1)
-    # Batch-norm statistics lag in the first epochs, when the validation loss of a still
-    # uniform model can look best: early stopping watches only from this epoch on.
-    early_stopping_from_epoch: int = Field(3, ge=0)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
-    # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
-    # of it over the remaining epochs (the NEU benchmark's best); constant: no schedule.
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    fine_tune_learning_rate: float = Field(3e-4, gt=0, le=1)
-    replay_per_class: int = Field(200, ge=0)
-    heldout_fraction: float = Field(0.2, gt=0, lt=1)
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
-    augmentation: AugmentConfig = AugmentConfig()
-    class_weighting: bool = True
-    seed: int = 0
-    weights_path: str | None = Field(None, description="local Keras weights file for a fresh model")
-    tflite_quantize: bool = True
-    warmup_images: int = Field(8, ge=1, le=64)
-    divergence_factor: float = Field(20.0, gt=1)
-
-    @property
-    def spec(self) -> InputSpec:
-        """The model's input."""
-        return InputSpec(self.image_size, self.channels)
-
-    @property
-    def split_policy(self) -> SplitPolicy:
-        """The snapshot's split."""
-        return SplitPolicy(self.heldout_fraction, self.validation_fraction)
 
 
 # --- run documents ----------------------------------------------------------------------
@@ -269,14 +213,6 @@ def execute_run(
     )
 
 
-@dataclass
-class _Data:
-    classes: list[str]
-    train: list[ManifestEntry]
-    validation: list[ManifestEntry]
-    heldout: list[ManifestEntry]
-
-
 def run_key(snapshot_id: str, parent: int | None, config: TrainConfig) -> str:
     """What makes two runs the same run."""
     material = json.dumps(
@@ -294,50 +230,6 @@ def _resolve_parent(store: ObjectStore, parent: str) -> int | None:
             log.info("no production model yet: training from scratch")
         return number
     return int(parent)
-
-
-def _select(
-    store: ObjectStore,
-    snapshot: datasets.Snapshot,
-    parent_doc: dict[str, Any] | None,
-    config: TrainConfig,
-) -> _Data:
-    snapshot_classes = sorted(snapshot.classes)
-    if parent_doc is None:
-        classes = snapshot_classes
-        train = snapshot.split("train")
-    else:
-        old = list(parent_doc["classes"])
-        classes = old + [c for c in snapshot_classes if c not in old]
-        seen = {
-            e.image_id
-            for e in datasets.load_snapshot(store, parent_doc["snapshot_id"]).split("train")
-        }
-        all_train = snapshot.split("train")
-        new = [e for e in all_train if e.image_id not in seen]
-        if not new:
-            raise DatasetError(
-                f"no new training images since version {parent_doc['version']}; "
-                "label more data, or train with parent 'none' to start over",
-                code="nothing_new",
-            )
-        replay = datasets.replay_sample(
-            [e for e in all_train if e.image_id in seen], config.replay_per_class, config.seed
-        )
-        train = new + replay
-        log.info(
-            "fine-tuning on %d new images and a replay sample of %d older ones",
-            len(new),
-            len(replay),
-        )
-    if len(classes) < 2:
-        raise DatasetError(
-            f"the labelled data has only the class {classes[0]!r}; a classifier needs at least two",
-            code="single_class",
-        )
-    if not train:
-        raise DatasetError("the snapshot has no training images", code="empty_split")
-    return _Data(classes, train, snapshot.split("validation"), snapshot.split("heldout"))
 
 
 def train_version(
@@ -363,18 +255,9 @@ def train_version(
     if existing is not None:
         log.info("run key %s already produced version %d: returning it", key, existing)
         return registry.get_version(store, existing)
-    data = _select(store, snapshot, parent_doc, config)
+    data = training_data.select(store, snapshot, parent_doc, config)
     outcome = trainer.fit_and_export(
-        store,
-        config,
-        classes=data.classes,
-        train=data.train,
-        validation=data.validation,
-        heldout=data.heldout,
-        parent=parent_number,
-        cache_dir=cache_dir,
-        work_dir=work_dir,
-        progress=progress,
+        store, config, data, cache_dir=cache_dir, work_dir=work_dir, progress=progress
     )
     progress({"phase": "publishing"})
     number = registry.claim_version_number(store)
@@ -383,17 +266,23 @@ def train_version(
         "run_key": key,
         "created_by": by,
         "snapshot_id": snapshot.snapshot_id,
-        "parent_version": parent_number,
+        "parent_version": data.parent,
         "classes": data.classes,
+        "good_classes": data.good,
         "architecture": config.architecture,
-        "input": {"size": config.image_size, "channels": config.channels},
+        "head": training_data.HEAD,
+        "input": data.spec.to_doc(),
         "config": config.model_dump(),
+        "plan": data.plan.to_doc(),
         "data": {
             "train": len(data.train),
+            "new": data.new_images,
+            "replayed": data.replayed,
             "validation": len(data.validation),
             "heldout": len(data.heldout),
             "snapshot_counts": snapshot.counts,
         },
+        **({"note": data.note} if data.note else {}),
         **outcome.summary,
     }
     return registry.publish_version(store, number, outcome.files, doc)

@@ -1,7 +1,7 @@
 """Verdicts, the review queue and shadow verdicts, as documents in the store.
 
     verdicts/<id[:2]>/<id>/<version>.json      what version <version> judged the image
-    review/<id[:2]>/<id>.json                  a low-confidence verdict awaiting a label
+    review/<id[:2]>/<id>.json                  an unsure verdict awaiting a label
     shadow/<version>/<id[:2]>/<id>.json        what a candidate in shadow mode judged
 
 Every verdict names the version that made it; one per (image, version), written with
@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from inspector import records, registry
+import numpy as np
+
+from inspector import records, registry, thresholds
+from inspector.defect_maps import DefectMap
 from storage import NotFound, ObjectStore
 
 OK_LABELS_DEFAULT = frozenset({records.OK_CLASS})
@@ -42,16 +45,30 @@ def make_verdict(
     probabilities: Sequence[float],
     *,
     ok_labels: Iterable[str] = OK_LABELS_DEFAULT,
+    threshold: float | None = 0.5,
+    defect_map: np.ndarray | None = None,
+    review_margin: float = 1.0,
+    review_type_below: float = 0.0,
     latency_ms: float | None = None,
 ) -> dict[str, Any]:
-    """A verdict from one row of the model's output."""
-    best = max(range(len(classes)), key=lambda i: probabilities[i])
-    label = classes[best]
-    return {
+    """A verdict from one row of the model's output, judged at ``threshold`` on P(defect)
+    (:func:`inspector.thresholds.judge`). It is ``unsure`` when P(defect) lies within
+    ``review_margin`` log-odds of the threshold, or when it is defective and its defect
+    type has less than ``review_type_below`` of P(defect). A defective or unsure verdict
+    carries its defect map."""
+    judgement = thresholds.judge(probabilities, classes, ok_labels, threshold)
+    unsure = thresholds.near_threshold(judgement.p_defect, threshold, review_margin) or (
+        judgement.defect and judgement.type_confidence < review_type_below
+    )
+    verdict: dict[str, Any] = {
         "image_id": image_id,
-        "label": label,
-        "confidence": round(float(probabilities[best]), 6),
-        "defect": label not in set(ok_labels),
+        "label": judgement.label,
+        "confidence": judgement.confidence,
+        "defect": judgement.defect,
+        "p_defect": judgement.p_defect,
+        "threshold": threshold,
+        "type_confidence": judgement.type_confidence,
+        "unsure": unsure,
         "model_version": version,
         "probabilities": {
             c: round(float(p), 6) for c, p in zip(classes, probabilities, strict=True)
@@ -59,9 +76,12 @@ def make_verdict(
         "latency_ms": None if latency_ms is None else round(latency_ms, 3),
         "decided_at": records.now_utc().isoformat(),
     }
+    if defect_map is not None and (judgement.defect or unsure):
+        verdict["defect_map"] = DefectMap.from_grid(defect_map).to_doc()
+    return verdict
 
 
-def record(store: ObjectStore, verdict: Mapping[str, Any], *, review_below: float) -> bool:
+def record(store: ObjectStore, verdict: Mapping[str, Any]) -> bool:
     """Store a verdict (once per image and version); queue it for review if unsure.
     True if this call stored it."""
     image_id = str(verdict["image_id"])
@@ -70,7 +90,7 @@ def record(store: ObjectStore, verdict: Mapping[str, Any], *, review_below: floa
         records.to_json(dict(verdict)),
         "application/json",
     )
-    if created and float(verdict["confidence"]) < review_below:
+    if created and verdict.get("unsure"):
         store.put_if_absent(
             review_key(image_id), records.to_json(dict(verdict)), "application/json"
         )
@@ -106,7 +126,7 @@ def judged_ids(store: ObjectStore) -> set[str]:
 
 
 def review_queue(store: ObjectStore, limit: int = 100) -> list[dict[str, Any]]:
-    """Low-confidence verdicts whose image has no label yet, least confident first."""
+    """Unsure verdicts whose image has no label yet, closest to their threshold first."""
     labelled = set(records.current_labels(store))
     pending = []
     for info in store.list("review/"):
@@ -117,7 +137,16 @@ def review_queue(store: ObjectStore, limit: int = 100) -> list[dict[str, Any]]:
             pending.append(records.read_json(store, info.key))
         except NotFound:
             continue
-    return sorted(pending, key=lambda v: v["confidence"])[:limit]
+    return sorted(pending, key=_closeness)[:limit]
+
+
+def _closeness(verdict: Mapping[str, Any]) -> float:
+    """How far a verdict is from its threshold, in log-odds (closest first in review);
+    verdicts from before thresholds by their confidence."""
+    threshold = verdict.get("threshold")
+    if threshold is None or "p_defect" not in verdict:
+        return float(verdict.get("confidence", 0.0))
+    return abs(thresholds.logit(float(verdict["p_defect"])) - thresholds.logit(float(threshold)))
 
 
 def shadow_summary(store: ObjectStore, version: int) -> dict[str, Any] | None:

@@ -88,7 +88,13 @@ def fill_store(
 
 
 def upload_parts(
-    base_url: str, mix: dict[str, float], n: int, *, seed: int, size: int = 48
+    base_url: str,
+    mix: dict[str, float],
+    n: int,
+    *,
+    seed: int,
+    size: int | tuple[int, int] = 48,
+    defect_size: str = "normal",
 ) -> list[str]:
     """Upload ``n`` labelled simulated parts over HTTP, 8 at a time, as cameras would."""
     from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +102,8 @@ def upload_parts(
     import httpx
 
     full = {name: mix.get(name, 0.0) for name in ("ok", "scratch", "pit", "crack", "stain")}
-    parts = list(LineSimulator(size=size, seed=seed, mix=full).parts(n))
+    sim = LineSimulator(size=size, seed=seed, mix=full, defect_size=defect_size)
+    parts = list(sim.parts(n))
 
     def send(item) -> str:
         i, part = item

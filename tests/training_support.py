@@ -10,11 +10,15 @@ from inspector.training import AugmentConfig, TrainConfig
 from storage.local import LocalStore
 
 OLD = {"ok": 0.34, "pit": 0.33, "scratch": 0.33}
-# Small images (32 px) and few epochs: the tests are about behaviour, not accuracy records.
+# Small images (48 px) and few steps: the tests are about behaviour, not accuracy records.
 FAST = TrainConfig(
-    image_size=32,
+    image_size=48,
     epochs=14,
+    min_steps=300,
+    fine_tune_epochs=8,
+    fine_tune_min_steps=150,
     patience=14,
+    early_stopping_from_epoch=3,
     batch_size=32,
     learning_rate=0.002,
     fine_tune_learning_rate=0.001,

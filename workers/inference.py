@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import redis as redis_lib
 
 from inspector import images, records, registry, verdicts
@@ -65,22 +66,23 @@ class InferenceWorker:
         self.status_changed = threading.Event()
         self.holder.on_change = self.status_changed.set
         self.wake = threading.Event()
-        self.ok_labels = {c.name for c in records.list_classes(store) if not c.defect}
         self.served = 0
         self.batches = 0
         self.recycle = False
         self.baseline_rss: int | None = None
 
     # --- the watcher: which version should serve? ------------------------------------
-    def desired(self) -> tuple[int | None, int | None]:
-        """(production version, shadow candidate) according to the registry now."""
+    def desired(self) -> tuple[int | None, int | None, registry.RegistryState]:
+        """(production version, shadow candidate, the registry) according to the registry now."""
         state = registry.read_state(self.store)
         shadow = verdicts.shadow_candidate(self.store) if self.settings.shadow_mode else None
-        return state.aliases.get("production"), shadow
+        return state.aliases.get("production"), shadow, state
 
     def sync(self) -> None:
-        """Prepare whatever the registry wants that is not loaded yet."""
-        production, shadow = self.desired()
+        """Prepare whatever the registry wants that is not loaded yet, and judge at the
+        thresholds it has now."""
+        production, shadow, state = self.desired()
+        self.holder.apply_thresholds(state)
         current = self.holder.current
         if production is not None and (current is None or current.version != production):
             try:
@@ -271,26 +273,46 @@ class InferenceWorker:
         latency: float,
     ) -> dict[str, Any]:
         probabilities = outputs["probabilities"][rows]
+        maps = outputs.get("defect_map")
+        grids = maps[rows] if maps is not None else [None] * len(probabilities)
         return {
             "id": request["id"],
             "status": "ok",
             "version": model.version,
             "classes": model.classes,
+            "threshold": model.threshold,
             "probabilities": probabilities.round(6).tolist(),
+            "defect_maps": [None if g is None else np.round(g, 4).tolist() for g in grids],
             "verdicts": [
-                verdicts.make_verdict(
-                    image_id,
-                    model.version,
-                    model.classes,
-                    row,
-                    ok_labels=self.ok_labels,
-                    latency_ms=latency,
+                self._verdict(model, image_id, row, grid, latency)
+                for image_id, row, grid in zip(
+                    request["image_ids"], probabilities, grids, strict=True
                 )
-                for image_id, row in zip(request["image_ids"], probabilities, strict=True)
             ],
             "latency_ms": round(latency, 3),
             "queued_ms": round((time.time() - request["enqueued_at"]) * 1000, 3),
         }
+
+    def _verdict(
+        self,
+        model: LoadedModel,
+        image_id: str | None,
+        probabilities: Any,
+        grid: Any,
+        latency: float | None,
+    ) -> dict[str, Any]:
+        return verdicts.make_verdict(
+            image_id,
+            model.version,
+            model.classes,
+            probabilities,
+            ok_labels=model.good,
+            threshold=model.threshold,
+            defect_map=grid,
+            review_margin=self.settings.review_margin,
+            review_type_below=self.settings.review_confidence_below,
+            latency_ms=latency,
+        )
 
     def _one_by_one(
         self, model: LoadedModel, request: dict[str, Any], payload: list[bytes]
@@ -331,33 +353,31 @@ class InferenceWorker:
         payload: list[bytes],
     ) -> None:
         probabilities = outputs["probabilities"][rows]
+        maps = outputs.get("defect_map")
+        grids = maps[rows] if maps is not None else [None] * len(probabilities)
         shadow = self.holder.shadow
-        shadow_probs = None
+        shadow_out = None
         if shadow is not None and shadow.version != model.version:
             try:
-                shadow_probs = shadow.predict(payload)["probabilities"]
+                shadow_out = shadow.predict(payload)
             except Exception as exc:
                 log.warning("shadow version %d failed on a batch: %s", shadow.version, exc)
         for i, image_id in enumerate(request["image_ids"]):
             if image_id is None:
                 continue
-            verdict = verdicts.make_verdict(
-                image_id,
-                model.version,
-                model.classes,
-                probabilities[i],
-                ok_labels=self.ok_labels,
-                latency_ms=latency,
-            )
+            verdict = self._verdict(model, image_id, probabilities[i], grids[i], latency)
             try:
-                created = verdicts.record(
-                    self.store, verdict, review_below=self.settings.review_confidence_below
-                )
+                created = verdicts.record(self.store, verdict)
                 if created:
                     self._count(request, i, image_id, verdict)
-                if shadow_probs is not None and shadow is not None:
-                    candidate = verdicts.make_verdict(
-                        image_id, shadow.version, shadow.classes, shadow_probs[i]
+                if shadow_out is not None and shadow is not None:
+                    shadow_maps = shadow_out.get("defect_map")
+                    candidate = self._verdict(
+                        shadow,
+                        image_id,
+                        shadow_out["probabilities"][i],
+                        None if shadow_maps is None else shadow_maps[i],
+                        None,
                     )
                     verdicts.record_shadow(
                         self.store, {**candidate, "production_label": verdict["label"]}

@@ -15,6 +15,7 @@ from celery.signals import worker_process_init
 from inspector import drift, gating, ingest, promotion, records, training, verdicts
 from inspector.config import get_settings, open_configured_store
 from inspector.errors import IngestFailed
+from inspector.train_config import config_from_settings
 from storage import ObjectStore, Unavailable
 from workers.celery_app import (
     TASK_ASSESS,
@@ -155,12 +156,7 @@ def check_drift() -> dict[str, Any]:
 
 
 def _default_config() -> training.TrainConfig:
-    return training.TrainConfig(
-        architecture=settings.train_architecture,
-        image_size=settings.train_image_size,
-        channels=settings.train_channels,
-        epochs=settings.train_epochs,
-    )
+    return config_from_settings(settings)
 
 
 # --- training (train queue, solo pool: TensorFlow is loaded in this process only) ------

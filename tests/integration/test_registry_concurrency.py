@@ -69,7 +69,7 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
         aliases: dict[str, int] = {}
         for event in log:
             assert states.get(event["version"], "training") == event["from_state"], event
-            registry._apply(states, aliases, event)
+            registry._apply(states, aliases, {}, event)
     finally:
         for api in apis:
             api.stop()

@@ -20,6 +20,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CAMERA = {"Authorization": "Bearer dev-camera"}
 OPERATOR = {"Authorization": "Bearer dev-operator"}
 CLASSES = ["ok", "pit", "scratch"]
+OUTPUTS = (
+    "probabilities",
+    "class_names",
+    "label",
+    "confidence",
+    "p_defect",
+    "defect",
+    "defect_map",
+)
 
 
 def b64(label: str = "pit", seed: int = 1) -> dict[str, str]:
@@ -45,7 +54,8 @@ def service(trained_template, tmp_path_factory, redis_server):
         "INSPECTOR_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/11",
         "INSPECTOR_VERDICT_DEADLINE_MS": "10000",
         "INSPECTOR_SHADOW_MODE": "true",
-        "INSPECTOR_REVIEW_CONFIDENCE_BELOW": "0.999",
+        # Every verdict within 50 log-odds of its threshold is unsure: all go to review.
+        "INSPECTOR_REVIEW_MARGIN": "50",
         "INSPECTOR_INFERENCE_POLL_SECONDS": "1",
     }
     api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp).start()
@@ -102,7 +112,8 @@ def test_model_metadata(service):
     assert meta["model_spec"] == {"name": "inspector", "signature_name": "", "version": "1"}
     signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert signature["inputs"]["images"]["dtype"] == "DT_STRING"
-    assert set(signature["outputs"]) == {"probabilities", "class_names", "label", "confidence"}
+    assert set(signature["outputs"]) == set(OUTPUTS)
+    assert signature["outputs"]["defect_map"]["dtype"] == "DT_FLOAT"
     assert signature["method_name"] == "tensorflow/serving/predict"
     assert client.get("/v1/models/inspector/versions/1/metadata").status_code == 200
 
@@ -119,17 +130,22 @@ def test_model_metadata(service):
     ids=["row", "row-named"],
 )
 def test_predict_row_format(service, body):
-    client, *_ = service
+    client, store, *_ = service
     answer = client.post("/v1/models/inspector:predict", json=body)
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     assert len(predictions) == 2
+    threshold = registry.get_version(store, 1)["operating_point"]["threshold"]
     for row in predictions:
-        assert set(row) == {"probabilities", "class_names", "label", "confidence"}
+        assert set(row) == set(OUTPUTS)
         assert row["class_names"] == CLASSES and row["label"] in CLASSES
-        assert abs(sum(row["probabilities"]) - 1) < 1e-4 and row["confidence"] == max(
-            row["probabilities"]
-        )
+        assert abs(sum(row["probabilities"]) - 1) < 1e-4
+        assert abs(row["confidence"] - row["probabilities"][CLASSES.index(row["label"])]) < 1e-5
+        # The verdict is a decision at the version's threshold on P(defect) = 1 − P(ok).
+        assert abs(row["p_defect"] - (1 - row["probabilities"][0])) < 1e-4
+        assert row["defect"] == (row["p_defect"] >= threshold) == (row["label"] != "ok")
+        # The defect map: a grid over the 48×48 canvas, one cell per 16 pixels.
+        assert len(row["defect_map"]) == 3 and len(row["defect_map"][0]) == 3
 
 
 def test_a_malformed_queue_item_is_dropped_and_serving_goes_on(service, redis_server):
@@ -255,7 +271,7 @@ def test_uploads_get_a_verdict_unsure_ones_go_to_review_and_shadow_mode_compares
         assert body["verdict_status"] == "done" and body["verdict"]["model_version"] == 1
         assert body["verdict"]["label"] in CLASSES and isinstance(body["verdict"]["defect"], bool)
         ids.append(body["image_id"])
-        if body["verdict"]["confidence"] < 0.999:
+        if body["verdict"]["unsure"]:
             unsure.add(body["image_id"])
     again = client.post(
         "/v1/images",
@@ -301,3 +317,42 @@ def test_uploads_get_a_verdict_unsure_ones_go_to_review_and_shadow_mode_compares
     ]
     assert shadow["agreement"] == 1.0  # a clone of production agrees with it everywhere
     assert shadow["labelled"] >= 1
+
+
+def test_an_approval_that_moves_the_threshold_is_served_and_audited(service):
+    """Runs last: it promotes the candidate. Its threshold is moved to 0.999 at approval, so
+    a part is judged defective only when P(defect) ≥ 0.999."""
+    client, _store, candidate, _ = service
+    answer = client.post(
+        f"/v1/models/inspector/versions/{candidate}:approve",
+        headers=OPERATOR,
+        json={"reason": "fewer false rejects at station 3", "threshold": 0.999},
+    )
+    assert answer.status_code == 200, answer.text
+    event = answer.json()["event"]
+    assert event["threshold"] == 0.999 and event["threshold_before"] < 0.999
+    assert answer.json()["version"]["threshold"] == 0.999
+    wait_for(
+        lambda: (
+            client.post("/v1/models/inspector:predict", json={"instances": [b64("pit", 7)]}).json()[
+                "model_spec"
+            ]["version"]
+            == str(candidate)
+        ),
+        60,
+        "the approved version to serve",
+    )
+    rows = client.post(
+        "/v1/models/inspector:predict", json={"instances": [b64("pit", 7), b64("ok", 8)]}
+    ).json()["predictions"]
+    for row in rows:
+        assert row["defect"] == (row["p_defect"] >= 0.999)
+    upload = client.post(
+        "/v1/images",
+        files=upload_files(part_image("pit", seed=901, size=48)),
+        data=metadata(part_id="t1"),
+    ).json()
+    assert upload["verdict"]["threshold"] == 0.999
+    assert upload["verdict"]["defect"] == (upload["verdict"]["p_defect"] >= 0.999)
+    audit = client.get("/v1/audit", headers=OPERATOR).json()
+    assert audit[-1]["threshold"] == 0.999 and audit[-1]["actor"] == "dev-operator"

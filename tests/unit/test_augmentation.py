@@ -22,7 +22,7 @@ def _batch(n: int = 8, size: int = 32) -> np.ndarray:
 def _run(images: np.ndarray, seed: int = 1, **settings: float | bool) -> np.ndarray:
     aug = Augmentation(**{**OFF, **settings})
     generator = tf.random.Generator.from_seed(seed)
-    return augment_batch(tf.constant(images), aug, images.shape[1], generator).numpy()
+    return augment_batch(tf.constant(images), aug, generator).numpy()
 
 
 def test_with_everything_off_the_images_pass_unchanged():
@@ -98,8 +98,19 @@ def test_photometric_jitter_stays_in_range_and_varies_per_image(setting):
         assert spreads.std() > 1
 
 
+def test_a_tall_canvas_is_shifted_by_its_own_sides():
+    images = np.zeros((32, 64, 24, 1), np.uint8)
+    images[:, 30:34, 10:14] = 255
+    out = _run(images, shift=0.1)
+    ys, xs = zip(*[np.nonzero(image[..., 0] > 128) for image in out], strict=True)
+    dy = np.array([abs(y.mean() - 31.5) for y in ys])
+    dx = np.array([abs(x.mean() - 11.5) for x in xs])
+    assert dy.max() <= 0.1 * 64 + 0.5 and dx.max() <= 0.1 * 24 + 0.5
+    assert dy.max() > 0.1 * 24 + 0.5, "the long side moved only as far as the short one"
+
+
 def test_the_training_dataset_augments_and_the_evaluation_dataset_does_not(tmp_path):
-    spec = InputSpec(size=32, channels=1)
+    spec = InputSpec.square(32, channels=1)
     paths = []
     for i, part in enumerate(LineSimulator(size=32, seed=3).parts(8)):
         path = tmp_path / f"{i}.png"
@@ -119,3 +130,26 @@ def test_the_training_dataset_augments_and_the_evaluation_dataset_does_not(tmp_p
     augmented = first_epoch(True)
     assert augmented.shape == plain.shape
     assert not np.allclose(np.sort(augmented.ravel()), np.sort(plain.ravel()))
+
+
+def test_the_training_stream_draws_every_class_equally_however_rare(tmp_path):
+    from inspector.pipeline_data import sampling_weights, training_dataset
+
+    paths, labels = [], []
+    for i, part in enumerate(LineSimulator(size=32, seed=4).parts(40)):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(part.image, "png"))
+        paths.append(path)
+        labels.append(0 if i < 36 else 1)  # 36 good parts, 4 defective ones
+    ds = training_dataset(
+        paths,
+        labels,
+        InputSpec.square(32, 1),
+        batch_size=50,
+        sampling="balanced",
+        augmentation=None,
+    )
+    drawn = np.concatenate([y.numpy() for _, y in ds.take(8)])
+    assert abs(drawn.mean() - 0.5) < 0.1  # 1 in 10 uploaded, half of what trains
+    assert sampling_weights([36, 4], "natural") == [0.9, 0.1]
+    assert sampling_weights([36, 4], "sqrt") == pytest.approx([6 / 8, 2 / 8])

@@ -1,4 +1,5 @@
-"""No training/serving skew: the SavedModel computes what the trained model computed."""
+"""No training/serving skew: the SavedModel computes what the trained model computed, and
+its verdict outputs (label, P(defect), defect map) are the ones the product computes."""
 
 from __future__ import annotations
 
@@ -6,20 +7,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inspector import export, pipeline_data
+from inspector import export, pipeline_data, thresholds
 from inspector.model_input import InputSpec
 from inspector.modeling import build_model
 from inspector.simulate import LineSimulator, encode
 
 CLASSES = ["ok", "scratch", "pit", "crack", "stain"]
+THRESHOLD = 0.3
 
 
 @pytest.fixture(scope="module", params=[3, 1], ids=["rgb", "gray"])
 def exported(request, tmp_path_factory):
-    spec = InputSpec(48, request.param)
-    model = build_model("compact_cnn", len(CLASSES), spec)
+    spec = InputSpec(64, 48, request.param)
+    model = build_model("fcn16", CLASSES, ["ok"], spec)
     path = tmp_path_factory.mktemp("export") / "saved_model"
-    export.export_saved_model(model, CLASSES, spec, path)
+    export.export_saved_model(model, CLASSES, spec, path, threshold=THRESHOLD)
     return model, spec, export.ServingModel(path), path
 
 
@@ -42,22 +44,41 @@ def test_served_outputs_equal_training_time_outputs_on_the_same_images(exported,
     dataset = pipeline_data.make_dataset(
         paths, [0] * len(paths), spec, batch_size=8, training=False
     )
-    trained = np.asarray(model.predict(dataset, verbose=0))
+    upright = np.asarray(model.predict(dataset, verbose=0))
+    turned = np.asarray(model.predict(dataset.map(lambda x, y: (x[:, ::-1, ::-1], y)), verbose=0))
+    trained = (upright + turned) / 2  # the part and the part turned 180° (export.turned_pair)
     served = serving.predict_bytes(images)
     np.testing.assert_allclose(served["probabilities"], trained, atol=1e-5)
     assert served["probabilities"].shape == (5, 5)
     assert [name.decode() for name in served["class_names"][0]] == CLASSES
-    assert [label.decode() for label in served["label"]] == [
-        CLASSES[i] for i in trained.argmax(axis=1)
-    ]
-    np.testing.assert_allclose(served["confidence"], trained.max(axis=1), atol=1e-5)
 
 
-def test_the_uint8_signature_agrees_with_the_bytes_signature(exported):
+def test_the_graph_judges_as_the_product_does(exported):
     _, _, serving, _ = exported
-    images = [encode(LineSimulator(size=64, seed=4).part("pit").image, "png")]
-    decoded = tf.io.decode_image(images[0], channels=3).numpy()[np.newaxis]
+    served = serving.predict_bytes(_images())
+    for row, label, p_defect, defect, confidence in zip(
+        served["probabilities"],
+        served["label"],
+        served["p_defect"],
+        served["defect"],
+        served["confidence"],
+        strict=True,
+    ):
+        judged = thresholds.judge(row, CLASSES, ["ok"], THRESHOLD)
+        assert label.decode() == judged.label and bool(defect) == judged.defect
+        assert p_defect == pytest.approx(judged.p_defect, abs=1e-5)
+        assert confidence == pytest.approx(judged.confidence, abs=1e-5)
+
+
+def test_every_signature_has_a_defect_map_over_the_canvas(exported):
+    _, spec, serving, _path = exported
+    images = _images()[:2]
+    by_bytes = serving.predict_bytes(images)["defect_map"]
+    assert by_bytes.shape == (2, spec.height // 16, spec.width // 16)
+    assert ((by_bytes >= 0) & (by_bytes <= 1)).all()
+    decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in images])
     by_pixels = serving.signatures[export.SIGNATURE_UINT8](pixels=tf.constant(decoded))
+    np.testing.assert_allclose(by_pixels["defect_map"].numpy(), by_bytes, atol=1e-5)
     np.testing.assert_allclose(
         by_pixels["probabilities"].numpy(),
         serving.predict_bytes(images)["probabilities"],

@@ -1,4 +1,4 @@
-"""Architectures and the growing head."""
+"""Architectures, the class-map head and its pooling, and the growing head."""
 
 from __future__ import annotations
 
@@ -7,56 +7,92 @@ import typing
 import numpy as np
 import pytest
 
-from inspector import training
+from inspector import train_config
 from inspector.model_input import InputSpec
-from inspector.modeling import ARCHITECTURES, ModelError, build_model, grow_head, logits_model
+from inspector.modeling import (
+    ARCHITECTURES,
+    ModelError,
+    build_model,
+    grow_head,
+    logits_model,
+    maps_model,
+)
+
+CLASSES = ["ok", "pit", "scratch"]
+SPEC = InputSpec(64, 32, 3)
 
 
 def test_the_training_config_knows_exactly_the_architectures_that_exist():
-    assert set(typing.get_args(training.Architecture)) == set(ARCHITECTURES)
+    assert set(typing.get_args(train_config.Architecture)) == set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
-def test_each_architecture_builds_for_gray_and_colour(architecture):
+def test_each_architecture_builds_for_gray_and_colour_on_a_tall_canvas(architecture):
     for channels in (1, 3):
-        model = build_model(architecture, 4, InputSpec(48, channels))
-        out = model(np.zeros((2, 48, 48, channels), np.float32))
+        spec = InputSpec(64, 32, channels)
+        model = build_model(architecture, [*CLASSES, "crack"], ["ok"], spec)
+        out = model(np.zeros((2, 64, 32, channels), np.float32))
         assert out.shape == (2, 4)
+        _, maps = maps_model(model)(np.zeros((1, 64, 32, channels), np.float32))
+        assert maps.shape[-1] == 4 and maps.shape[1] >= maps.shape[2]  # tall stays tall
+
+
+def test_good_classes_are_mean_pooled_and_defects_soft_maximum_pooled():
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    _, maps = (np.asarray(t) for t in maps_model(model)(x))
+    logits = np.asarray(logits_model(model)(x))
+    np.testing.assert_allclose(logits[:, 0], maps[..., 0].mean(axis=(1, 2)), atol=1e-5)
+    r = 4.0
+    soft = np.log(np.exp(r * maps[..., 1:]).mean(axis=(1, 2))) / r
+    np.testing.assert_allclose(logits[:, 1:], soft, atol=1e-4)
+    # A soft maximum: one hot cell moves a defect logit more than the mean would.
+    assert (soft >= maps[..., 1:].mean(axis=(1, 2)) - 1e-6).all()
 
 
 def test_unknown_architecture_single_class_and_missing_weights_are_clear_errors(tmp_path):
     with pytest.raises(ModelError, match="known: compact_cnn"):
-        build_model("resnet9000", 3, InputSpec(48, 3))
+        build_model("resnet9000", CLASSES, ["ok"], SPEC)
     with pytest.raises(ModelError, match="at least two"):
-        build_model("compact_cnn", 1, InputSpec(48, 3))
+        build_model("fcn16", ["ok"], ["ok"], SPEC)
     with pytest.raises(ModelError, match="does not exist"):
-        build_model("compact_cnn", 3, InputSpec(48, 3), weights_path=tmp_path / "nope.weights.h5")
+        build_model("fcn16", CLASSES, ["ok"], SPEC, weights_path=tmp_path / "nope.weights.h5")
 
 
 def test_a_local_weights_file_initialises_a_fresh_model(tmp_path):
-    source = build_model("compact_cnn", 3, InputSpec(48, 3))
+    source = build_model("fcn16", CLASSES, ["ok"], SPEC)
     path = tmp_path / "init.weights.h5"
     source.save_weights(path)
-    loaded = build_model("compact_cnn", 3, InputSpec(48, 3), weights_path=path)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
+    loaded = build_model("fcn16", CLASSES, ["ok"], SPEC, weights_path=path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(x), source(x), atol=1e-6)
 
 
 def test_growing_the_head_keeps_old_class_outputs():
-    model = build_model("compact_cnn", 3, InputSpec(48, 3))
-    x = np.random.default_rng(1).uniform(0, 255, (8, 48, 48, 3)).astype(np.float32)
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    x = np.random.default_rng(1).uniform(0, 255, (8, 64, 32, 3)).astype(np.float32)
     before_logits = np.asarray(logits_model(model)(x))
     before = np.asarray(model(x))
-    grown = grow_head(model, ["ok", "pit", "scratch"], ["ok", "pit", "scratch", "crack", "dent"])
+    grown = grow_head(model, CLASSES, [*CLASSES, "crack", "dent"], ["ok"])
     after_logits = np.asarray(logits_model(grown)(x))
     assert after_logits.shape == (8, 5)
-    np.testing.assert_allclose(after_logits[:, :3], before_logits, atol=1e-6)
+    np.testing.assert_allclose(after_logits[:, :3], before_logits, atol=1e-5)
     # New classes start far below: the old classes' probabilities barely move.
     np.testing.assert_allclose(np.asarray(grown(x))[:, :3], before, atol=0.05)
     assert (np.asarray(grown(x)).argmax(axis=1) == before.argmax(axis=1)).all()
 
 
 def test_the_class_list_may_only_grow_at_its_end():
-    model = build_model("compact_cnn", 3, InputSpec(48, 3))
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
     with pytest.raises(ModelError, match="grow only at its end"):
-        grow_head(model, ["ok", "pit", "scratch"], ["pit", "ok", "scratch", "crack"])
+        grow_head(model, CLASSES, ["pit", "ok", "scratch", "crack"], ["ok"])
+
+
+def test_a_saved_model_keeps_its_pooling(tmp_path):
+    from inspector.modeling import good_flags, load_keras, save_keras
+
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC, sharpness=7.0)
+    save_keras(model, tmp_path / "m.keras")
+    loaded = load_keras(tmp_path / "m.keras")
+    assert good_flags(loaded) == [True, False, False]
+    assert loaded.get_layer("class_pooling").sharpness == 7.0

@@ -187,7 +187,7 @@ def test_concurrent_approvals_and_rollbacks_leave_exactly_one_production(local_s
     aliases: dict[str, int] = {}
     for event in log:
         assert states.get(event["version"], "training") == event["from_state"]
-        registry._apply(states, aliases, event)
+        registry._apply(states, aliases, {}, event)
 
 
 def test_rollback_goes_only_to_the_previous_production_version(local_store):

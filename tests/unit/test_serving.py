@@ -71,3 +71,20 @@ def test_a_broken_version_never_serves(store, tmp_path, damage, message):
     assert not holder.swap_if_ready()
     assert holder.current.version == 1 and holder.status.state == "AVAILABLE"
     assert message.split()[0] in holder.status.last_error or holder.status.last_error
+
+
+def test_an_operators_threshold_applies_to_the_loaded_version_without_a_reload(store, tmp_path):
+    holder = ModelHolder(store, tmp_path / "models")
+    holder.prepare(1)
+    holder.swap_if_ready()
+    loaded = holder.current
+    trained = registry.get_version(store, 1)["operating_point"]["threshold"]
+    assert loaded.threshold == trained and loaded.good == ["ok"]
+    for action in ("register", "gate_passed"):
+        registry.transition(store, 1, action, actor="t", role="system")
+    registry.transition(
+        store, 1, "approve", actor="alice", role="operator", reason="r", extra={"threshold": 0.9}
+    )
+    holder.apply_thresholds(registry.read_state(store))
+    assert holder.current is loaded and loaded.threshold == 0.9  # the same object: no reload
+    assert holder.status.swaps == 1

@@ -56,7 +56,11 @@ def test_a_run_publishes_a_complete_version(trained):
     assert version["heldout"]["accuracy"] >= 0.6  # chance is 0.33
     assert version["heldout"]["skew_max_abs_diff"] < 1e-4
     assert abs(version["heldout"]["tflite_accuracy"] - version["heldout"]["accuracy"]) <= 0.05
-    assert version["config"]["image_size"] == 32 and version["training"]["epochs_run"] >= 1
+    assert version["config"]["image_size"] == 48 and version["training"]["epochs_run"] >= 1
+    assert version["input"] == {"height": 48, "width": 48, "channels": 3}
+    assert version["good_classes"] == ["ok"] and version["head"] == "class_maps"
+    point = version["operating_point"]
+    assert 0 < point["threshold"] <= 0.5 and point["rule"] == "few_defects" and point["note"]
 
 
 def test_the_same_run_twice_trains_once(trained, tmp_path):
@@ -144,7 +148,14 @@ def test_bad_data_fails_the_run_clearly_and_creates_no_version(tmp_path, prepare
 
 
 def test_a_diverging_run_fails_cleanly(store, tmp_path):
-    config = FAST.model_copy(update={"learning_rate": 1.0, "epochs": 3, "divergence_factor": 2.0})
+    config = FAST.model_copy(
+        update={
+            "learning_rate": 1.0,
+            "lr_schedule": "constant",
+            "epochs": 3,
+            "divergence_factor": 2.0,
+        }
+    )
     result = run(store, tmp_path, config=config, parent="none")
     assert result["state"] == "failed" and result["code"] == "diverged", result
     assert registry.list_versions(store) == []

@@ -187,6 +187,27 @@ def review_page(request: Request, store: StoreDep, settings: SettingsDep) -> Res
     )
 
 
+@router.get("/images/{image_id}", response_class=HTMLResponse)
+def image_page(request: Request, image_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+    """One part: the image with its defect map, every version's verdict, and its labels."""
+    principal = _operator(request, settings)
+    if isinstance(principal, Response):
+        return principal
+    from inspector import verdicts
+
+    record = records.read_record(store, image_id)
+    history = verdicts.history(store, image_id)
+    return _page(
+        request,
+        "image.html",
+        principal,
+        record=record,
+        verdicts=list(reversed(history)),
+        mapped=any("defect_map" in v for v in history),
+        labels=records.label_history(store, image_id),
+    )
+
+
 @router.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     """Every version and its state."""
@@ -199,10 +220,31 @@ def models_page(request: Request, store: StoreDep, settings: SettingsDep) -> Res
     )
 
 
+def _errors(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Held-out images the candidate judges wrong (escapes, false rejects, wrong type),
+    with whether the report kept its defect map."""
+    mine = report["candidate"]["slices"]["heldout"]
+    maps = report["candidate"].get("defect_maps") or {}
+    truths = mine.get("labels") or ["?"] * len(mine["image_ids"])
+    return [
+        {
+            "image_id": image_id,
+            "candidate": mine["predicted"][i],
+            "truth": truths[i],
+            "has_map": image_id in maps,
+        }
+        for i, image_id in enumerate(mine["image_ids"])
+        if not mine["correct"][i]
+    ][:12]
+
+
 def _examples(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Held-out images the candidate gets wrong that production gets right, and the reverse."""
-    if not report.get("candidate") or not report.get("production"):
-        return {"candidate_worse": [], "candidate_better": []}
+    """The candidate's held-out errors; held-out images the candidate gets wrong that
+    production gets right, and the reverse."""
+    if not report.get("candidate"):
+        return {"errors": [], "candidate_worse": [], "candidate_better": []}
+    if not report.get("production"):
+        return {"errors": _errors(report), "candidate_worse": [], "candidate_better": []}
     mine = report["candidate"]["slices"]["heldout"]
     theirs = report["production"]["slices"]["heldout"]
     worse, better = [], []
@@ -216,7 +258,11 @@ def _examples(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             worse.append(row)
         elif mine["correct"][i] and not theirs["correct"][i]:
             better.append(row)
-    return {"candidate_worse": worse[:12], "candidate_better": better[:12]}
+    return {
+        "errors": _errors(report),
+        "candidate_worse": worse[:12],
+        "candidate_better": better[:12],
+    }
 
 
 @router.get("/models/{version}", response_class=HTMLResponse)
@@ -242,6 +288,7 @@ def model_page(
         else None,
         report=report,
         examples=_examples(report) if report else None,
+        model_name=settings.model_name,
         message=message,
     )
 
@@ -275,8 +322,10 @@ def approve(
     inference: InferenceDep,
     reason: Annotated[str, Form()],
     override: Annotated[bool, Form()] = False,
+    threshold: Annotated[str, Form()] = "",
 ) -> Response:
-    """Approve (an admin may override a failed gate), with a reason."""
+    """Approve (an admin may override a failed gate), with a reason and optionally a moved
+    threshold."""
 
     def action(principal: Principal) -> None:
         if override and principal.role != "admin":
@@ -291,9 +340,21 @@ def approve(
             role=principal.role,
             reason=reason,
             override=override,
+            threshold=_threshold(threshold),
         )
 
     return _act(request, store, settings, inference, version, action)
+
+
+def _threshold(text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise promotion.ApprovalRefused(
+            f"the threshold {text!r} is not a number between 0 and 1", code="invalid_threshold"
+        ) from None
 
 
 @router.post("/models/{version}/reject")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from inspector import images, records, verdicts
+from inspector import defect_maps, images, records, registry, verdicts
 from inspector.api.deps import (
     AnyRole,
     EnqueuerDep,
@@ -28,7 +28,9 @@ from inspector.api.schemas import (
     UploadAccepted,
     VerdictOut,
 )
+from inspector.defect_maps import DefectMap
 from inspector.images import ImageLimits
+from inspector.model_input import InputSpec
 from inspector.records import UploadMetadata
 from inspector.uploads import accept_upload
 from storage import NotFound
@@ -248,3 +250,34 @@ def put_label(image_id: str, body: LabelIn, store: StoreDep, principal: Operator
     log.info("image %s labelled %s by %s", image_id, event.label, principal.name)
     history = _history(store, image_id)
     return LabelOut(image_id=image_id, label=history[-1].label, history=history)
+
+
+@router.get(
+    "/{image_id}/defect-map.png",
+    responses=_ERRORS | {404: {"model": ErrorResponse}},
+    response_class=Response,
+    summary="The image with its defect map drawn over it",
+)
+def defect_map_png(
+    image_id: str, store: StoreDep, _: Operator, version: int | None = None
+) -> Response:
+    """Where the model saw the defect: the verdict's map over the image (version: that
+    version's verdict; default: the newest verdict that has a map)."""
+    record = records.read_record(store, image_id)
+    found = [
+        v
+        for v in verdicts.history(store, image_id)
+        if "defect_map" in v and (version is None or v["model_version"] == version)
+    ]
+    if not found:
+        raise ApiError(
+            404,
+            "no_defect_map",
+            f"no verdict on image {image_id}{f' by version {version}' if version else ''} has "
+            "a defect map: only defective and unsure verdicts carry one",
+        )
+    verdict = found[-1]
+    spec = InputSpec.from_doc(registry.get_version(store, int(verdict["model_version"]))["input"])
+    image = images.to_uint8(images.decode(store.get_bytes(record.raw_key), record.format))
+    grid = DefectMap.from_doc(verdict["defect_map"]).grid()
+    return Response(defect_maps.overlay(image, grid, spec), media_type="image/png")

@@ -7,15 +7,17 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from inspector import promotion, registry, report_html, training
+from inspector import defect_maps, images, promotion, records, registry, report_html, training
 from inspector.api.auth import authorize
 from inspector.api.deps import EnqueuerDep, InferenceDep, Operator, SettingsDep, StoreDep
 from inspector.api.errors import ApiError
 from inspector.api.routes import tfserving
 from inspector.api.schemas import ErrorResponse
+from inspector.defect_maps import DefectMap
+from inspector.model_input import InputSpec
 
 log = logging.getLogger("inspector.api.models")
 router = APIRouter(tags=["registry"])
@@ -30,6 +32,12 @@ class DecisionIn(BaseModel):
 
     reason: str = Field(min_length=1, max_length=1000)
     override: bool = Field(False, description="admins only: promote a version that failed the gate")
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="move the version's threshold on P(defect) (recorded in the audit log)",
+    )
 
 
 class ReasonIn(BaseModel):
@@ -99,6 +107,38 @@ def report_json(
 
 
 @router.get(
+    "/v1/models/{name}/versions/{version}/defect-maps/{image_id}.png",
+    responses=_ERRORS,
+    response_class=Response,
+    summary="A held-out image with the candidate's defect map from its report",
+)
+def report_defect_map(
+    name: str,
+    version: VersionPath,
+    image_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    _: Operator,
+) -> Response:
+    """The error gallery's pictures: where this version saw a defect on a held-out image."""
+    _model(name, settings)
+    report = promotion.read_report(store, version)
+    maps = (report.get("candidate") or {}).get("defect_maps") or {}
+    if image_id not in maps:
+        raise ApiError(
+            404,
+            "no_defect_map",
+            f"the report of version {version} has no defect map for image {image_id}: it keeps "
+            "them for the held-out images judged or labelled defective",
+        )
+    record = records.read_record(store, image_id)
+    spec = InputSpec.from_doc(registry.get_version(store, version)["input"])
+    image = images.to_uint8(images.decode(store.get_bytes(record.raw_key), record.format))
+    grid = DefectMap.from_doc(maps[image_id]).grid()
+    return Response(defect_maps.overlay(image, grid, spec), media_type="image/png")
+
+
+@router.get(
     "/v1/models/{name}/versions/{version}/report.html",
     response_class=HTMLResponse,
     responses=_ERRORS,
@@ -135,6 +175,7 @@ def approve(
         role=principal.role,
         reason=body.reason,
         override=body.override,
+        threshold=body.threshold,
     )
     inference.notify_registry_change()
     return {"event": event, "version": promotion.version_view(store, version)}

@@ -31,7 +31,15 @@ def _tf_style_errors(request: Request) -> None:
 
 router = APIRouter(tags=["TF Serving"], dependencies=[Depends(_tf_style_errors)])
 INPUT = "images"
-OUTPUTS = ("probabilities", "class_names", "label", "confidence")
+OUTPUTS = (
+    "probabilities",
+    "class_names",
+    "label",
+    "confidence",
+    "p_defect",
+    "defect",
+    "defect_map",
+)
 PREDICT_TIMEOUT_SECONDS = 30.0
 
 
@@ -162,10 +170,13 @@ def _signature_def(classes: int | str) -> dict[str, Any]:
     return {
         "inputs": {INPUT: tensor("DT_STRING", ["-1"], "serving_default_images:0")},
         "outputs": {
-            "probabilities": tensor("DT_FLOAT", ["-1", c], "StatefulPartitionedCall:3"),
             "class_names": tensor("DT_STRING", ["-1", c], "StatefulPartitionedCall:0"),
-            "label": tensor("DT_STRING", ["-1"], "StatefulPartitionedCall:2"),
             "confidence": tensor("DT_FLOAT", ["-1"], "StatefulPartitionedCall:1"),
+            "defect": tensor("DT_BOOL", ["-1"], "StatefulPartitionedCall:2"),
+            "defect_map": tensor("DT_FLOAT", ["-1", "-1", "-1"], "StatefulPartitionedCall:3"),
+            "label": tensor("DT_STRING", ["-1"], "StatefulPartitionedCall:4"),
+            "p_defect": tensor("DT_FLOAT", ["-1"], "StatefulPartitionedCall:5"),
+            "probabilities": tensor("DT_FLOAT", ["-1", c], "StatefulPartitionedCall:6"),
         },
         "method_name": "tensorflow/serving/predict",
     }
@@ -280,19 +291,24 @@ def _call(inference: InferenceDep, images: list[bytes], target: str) -> dict[str
 
 
 def _outputs(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per image: the SavedModel's outputs, judged at the threshold the version
+    serves with now (an operator may have moved it at approval)."""
     classes = reply["classes"]
-    rows = []
-    for probabilities in reply["probabilities"]:
-        best = max(range(len(classes)), key=lambda i: probabilities[i])
-        rows.append(
-            {
-                "probabilities": probabilities,
-                "class_names": classes,
-                "label": classes[best],
-                "confidence": probabilities[best],
-            }
+    maps = reply.get("defect_maps") or [None] * len(reply["probabilities"])
+    return [
+        {
+            "probabilities": probabilities,
+            "class_names": classes,
+            "label": verdict["label"],
+            "confidence": verdict["confidence"],
+            "p_defect": verdict["p_defect"],
+            "defect": verdict["defect"],
+            "defect_map": grid,
+        }
+        for probabilities, verdict, grid in zip(
+            reply["probabilities"], reply["verdicts"], maps, strict=True
         )
-    return rows
+    ]
 
 
 async def _body(request: Request) -> dict[str, Any]:

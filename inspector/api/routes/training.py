@@ -13,6 +13,7 @@ from inspector.api.deps import EnqueuerDep, InferenceDep, Operator, SettingsDep,
 from inspector.api.errors import ApiError
 from inspector.api.schemas import ErrorResponse
 from inspector.config import Settings
+from inspector.train_config import config_from_settings
 
 log = logging.getLogger("inspector.api.training")
 router = APIRouter(prefix="/v1/training-runs", tags=["training"])
@@ -35,14 +36,8 @@ class TrainingRunIn(BaseModel):
 
 def default_config(settings: Settings, overrides: dict[str, Any]) -> training.TrainConfig:
     """The settings' training defaults with the request's overrides."""
-    base = {
-        "architecture": settings.train_architecture,
-        "image_size": settings.train_image_size,
-        "channels": settings.train_channels,
-        "epochs": settings.train_epochs,
-    }
     try:
-        return training.TrainConfig(**{**base, **overrides})
+        return config_from_settings(settings, overrides)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_training_config", problems) from exc

@@ -1,0 +1,134 @@
+"""What shapes a training run, and how long it trains: plain settings, no TensorFlow, so
+the API validates a training request without loading TensorFlow.
+
+:class:`TrainConfig` is everything that changes a run's result (it is part of the run
+key). :func:`plan_training` turns it and the number of training images into steps: an
+epoch is one pass over the training images, but never fewer than ``min_steps / epochs``
+steps, because 50 images in batches of 16 are 4 steps an epoch, and 120 steps do not
+teach a network from scratch to find a 2-pixel pit. Defaults are chosen in BENCHMARKS.md
+("Models that find small defects") on KolektorSDD, NEU and the simulator, never per line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inspector.datasets import SplitPolicy
+
+# Kept in step with inspector.modeling.ARCHITECTURES (a test checks), so a request for an
+# unknown architecture is refused without loading TensorFlow.
+Architecture = Literal["fcn16", "compact_cnn", "mobilenet_v3_small"]
+
+
+class AugmentConfig(BaseModel):
+    """Augmentation switches (see :class:`inspector.model_input.Augmentation`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flip: bool = True
+    rotation: float = Field(0.03, ge=0, le=0.5)
+    shift: float = Field(0.1, ge=0, le=0.5)
+    brightness: float = Field(0.15, ge=0, le=1)
+    contrast: float = Field(0.15, ge=0, le=1)
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes a run's result (and so its run key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Architecture = "fcn16"
+    # The canvas's longer side in pixels; None: chosen from the training images and the
+    # pixel budget (inspector.model_input.choose_input). A warm start keeps its parent's.
+    image_size: int | None = Field(None, ge=32, le=1024)
+    channels: Literal[1, 3] | None = Field(None, description="None: 1 when every image is grey")
+    pixel_budget: float = Field(
+        2.0e9, gt=0, description="canvas pixels × training samples a first run may spend"
+    )
+    batch_size: int = Field(16, ge=1, le=1024)
+    epochs: int = Field(30, ge=1, le=1000)
+    min_steps: int = Field(1000, ge=1, description="a first run trains at least this many steps")
+    fine_tune_epochs: int = Field(12, ge=1, le=1000)
+    fine_tune_min_steps: int = Field(300, ge=1)
+    patience: int = Field(10, ge=1)
+    # Batch-norm statistics lag in the first epochs, when the validation loss of a still
+    # uniform model can look best: early stopping watches only from this epoch on.
+    early_stopping_from_epoch: int = Field(10, ge=0)
+    learning_rate: float = Field(2e-3, gt=0, le=1)
+    # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
+    # of it over the remaining epochs; constant: no schedule.
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    fine_tune_learning_rate: float = Field(5e-4, gt=0, le=1)
+    replay_per_class: int = Field(200, ge=0)
+    # How often each class is drawn into a batch: balanced = equally, whatever its count.
+    sampling: Literal["balanced", "sqrt", "natural"] = "balanced"
+    # Log-sum-exp sharpness of the defect classes' pooling (1: near the mean; 20: near
+    # the maximum over the class map).
+    pooling_sharpness: float = Field(4.0, gt=0, le=100)
+    target_escape_rate: float = Field(0.01, gt=0, lt=1)
+    min_images_per_class: int = Field(5, ge=1)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    augmentation: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    weights_path: str | None = Field(None, description="local Keras weights file for a fresh model")
+    tflite_quantize: bool = True
+    warmup_images: int = Field(8, ge=1, le=64)
+    divergence_factor: float = Field(20.0, gt=1)
+
+    @property
+    def split_policy(self) -> SplitPolicy:
+        """The snapshot's split."""
+        return SplitPolicy(self.heldout_fraction, self.validation_fraction)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long a run trains."""
+
+    steps_per_epoch: int
+    epochs: int
+    learning_rate: float
+
+    @property
+    def steps(self) -> int:
+        """All steps of the run."""
+        return self.steps_per_epoch * self.epochs
+
+    def samples(self, batch_size: int) -> int:
+        """Training images the run feeds the model (with repeats)."""
+        return self.steps * batch_size
+
+    def to_doc(self) -> dict[str, Any]:
+        """As stored in the version document."""
+        return {
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+        }
+
+
+def plan_training(config: TrainConfig, train_images: int, *, fine_tune: bool) -> TrainingPlan:
+    """Steps per epoch and epochs for ``train_images`` images (see the module docstring)."""
+    epochs = config.fine_tune_epochs if fine_tune else config.epochs
+    floor = config.fine_tune_min_steps if fine_tune else config.min_steps
+    per_epoch = max(math.ceil(train_images / config.batch_size), math.ceil(floor / epochs), 1)
+    rate = config.fine_tune_learning_rate if fine_tune else config.learning_rate
+    return TrainingPlan(per_epoch, epochs, rate)
+
+
+def config_from_settings(settings: Any, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The settings' training defaults (``INSPECTOR_TRAIN_*``, ``INSPECTOR_TARGET_ESCAPE_RATE``)
+    with ``overrides``; raises pydantic's ValidationError on a bad override."""
+    base = {
+        "architecture": settings.train_architecture,
+        "image_size": settings.train_image_size,
+        "channels": settings.train_channels,
+        "epochs": settings.train_epochs,
+        "target_escape_rate": settings.target_escape_rate,
+    }
+    return TrainConfig(**{**base, **(overrides or {})})
