@@ -1,8 +1,9 @@
 """Defect maps: where on a part the model saw the defect. Stored, placed and drawn.
 
-A SavedModel's ``defect_map`` output is a grid over its letterboxed canvas (1/16 of the
-canvas side). Stored with a verdict it is :class:`DefectMap`: the grid quantised to
-bytes (0-255 for 0-1), base64 in JSON, under a kilobyte for a 640×256 canvas. To show it
+A SavedModel's ``defect_map`` output is a grid over its letterboxed canvas (one cell per
+8×8 canvas pixels; :func:`inspector.export.evidence_map`). Stored with a verdict it is
+:class:`DefectMap`: the grid quantised to bytes (0-255 for 0-1), base64 in JSON, 2.6 kB
+for a 640×256 canvas. To show it
 on the part, :func:`on_image` resizes it to the canvas, cuts out the image's box
 (:func:`inspector.model_input.fit_box`) and resizes that to the image's own size;
 :func:`peak` says where the map is highest, in image pixels; :func:`overlay` draws it.
@@ -61,7 +62,7 @@ class DefectMap:
 
 def on_image(grid: np.ndarray, image_height: int, image_width: int, spec: InputSpec) -> np.ndarray:
     """The map at the image's own resolution (float32, same range as ``grid``)."""
-    # Bicubic: a bilinear map's maximum always sits on a cell centre, 16 canvas pixels apart.
+    # Bicubic: a bilinear map's maximum always sits on a cell centre, 8 canvas pixels apart.
     canvas = cv2.resize(
         np.asarray(grid, np.float32), (spec.width, spec.height), interpolation=cv2.INTER_CUBIC
     )

@@ -10,17 +10,13 @@ Each returns ``probabilities`` [N, C], ``class_names`` [N, C], ``p_defect`` [N]
 (1 − P(good classes)), ``defect`` [N] (P(defect) ≥ the version's threshold), ``label``
 [N] (the most probable defect class for a defective part, else the most probable good
 class: :func:`inspector.thresholds.judge`, in the graph), ``confidence`` [N] (P(label)) and
-``defect_map`` [N, height/16, width/16]: per cell of the canvas, P(defect) had the part
-been only that cell (for a model without a good class: the probability of its label).
-Every output is the mean over the part and the part turned 180° (:func:`turned_pair`;
-BENCHMARKS.md measures what it costs and what it gains); training measures its
-threshold and accuracy through the same function. Decode, letterboxing and normalisation
-happen inside the graph with the same function training used
+``defect_map`` [N, height/8, width/8] (:func:`evidence_map`). Decode, letterboxing and
+normalisation happen inside the graph with the same function training used
 (:func:`inspector.pipeline_data.preprocess_encoded`), so there is no training/serving
 skew. The threshold in the graph is the one chosen at training; an operator's moved
 threshold is applied by the inference worker to ``p_defect``. The TFLite file is for
-devices: it takes the preprocessed pixels (``serving_pixels``) because TFLite has no
-image decoders.
+devices: it takes the preprocessed pixels and gives the probabilities (TFLite has no
+image decoders, and a device judges, it does not draw maps).
 """
 
 from __future__ import annotations
@@ -35,8 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inspector import modeling
 from inspector.model_input import InputSpec
-from inspector.modeling import POOLING, good_flags, maps_model
+from inspector.modeling import good_flags
 from inspector.pipeline_data import preprocess_encoded, preprocess_pixels
 
 SIGNATURE_BYTES = "serving_default"
@@ -51,12 +48,50 @@ OUTPUTS = (
     "defect",
     "defect_map",
 )
+MAP_STRIDE = 8
+MAP_SIGMA = 2.0  # canvas pixels
+
+
+def _gaussian(channels: int) -> tf.Tensor:
+    radius = int(3 * MAP_SIGMA)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / MAP_SIGMA) ** 2)
+    kernel = np.outer(taps, taps) / taps.sum() ** 2
+    return tf.constant(np.tile(kernel[:, :, None, None], (1, 1, channels, 1)), tf.float32)
+
+
+def evidence_map(
+    logits_model: keras.Model, good: Sequence[bool], pixels: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(probabilities, defect map) of a batch. The map is where the defect's evidence is:
+    |∂ score / ∂ pixel| — score = the best defect logit minus the good classes' (for a
+    model without good classes, the best logit) — blurred by a Gaussian of
+    :data:`MAP_SIGMA` px, averaged over :data:`MAP_STRIDE`-px cells and scaled so its peak
+    is the part's P(defect). Class maps themselves would not do: trained on image labels,
+    a detector may fire a cell beside the defect (it sees it in its receptive field), and
+    did on KolektorSDD's cracks; the gradient lands on the pixels it looked at
+    (BENCHMARKS.md: peak within 8 px of the crack on every masked image)."""
+    is_good = tf.constant(list(good))
+    with tf.GradientTape() as tape:
+        tape.watch(pixels)
+        logits = tf.cast(logits_model(pixels, training=False), tf.float32)
+        best_defect = tf.reduce_max(tf.where(is_good, -1e9, logits), axis=1)
+        if any(good):
+            score = best_defect - tf.reduce_logsumexp(tf.where(is_good, logits, -1e9), axis=1)
+        else:
+            score = best_defect
+        total = tf.reduce_sum(score)  # each part's score depends on its own pixels only
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    p_defect = 1.0 - tf.reduce_sum(tf.where(is_good, probabilities, 0.0), axis=1)
+    gradient = tf.reduce_sum(tf.abs(tape.gradient(total, pixels)), -1, keepdims=True)
+    blurred = tf.nn.depthwise_conv2d(gradient, _gaussian(1), [1, 1, 1, 1], "SAME")
+    cells = tf.nn.avg_pool2d(blurred, MAP_STRIDE, MAP_STRIDE, "VALID")[..., 0]
+    peak = tf.reduce_max(cells, axis=[1, 2], keepdims=True)
+    return probabilities, cells / tf.maximum(peak, 1e-12) * p_defect[:, tf.newaxis, tf.newaxis]
 
 
 def _outputs(
     probabilities: tf.Tensor,
-    logits: tf.Tensor,
-    maps: tf.Tensor,
+    defect_map: tf.Tensor,
     names: tf.Tensor,
     good: Sequence[bool],
     threshold: float | None,
@@ -72,14 +107,6 @@ def _outputs(
     # The most probable class on the verdict's side (defect classes or good classes).
     same_side = tf.equal(is_good[tf.newaxis, :], tf.logical_not(defect)[:, tf.newaxis])
     best = tf.argmax(tf.where(same_side, probabilities, -1.0), axis=1)
-    if any(good):
-        # Per cell: good classes keep their pooled logit, defect classes take the cell's score.
-        cell_logits = tf.where(is_good, logits[:, tf.newaxis, tf.newaxis, :], maps)
-        cell = tf.nn.softmax(cell_logits, axis=-1)
-        defect_map = 1.0 - tf.reduce_sum(tf.where(is_good, cell, 0.0), axis=-1)
-    else:
-        cell = tf.nn.softmax(maps, axis=-1)
-        defect_map = tf.gather(cell, best, axis=3, batch_dims=1)
     return {
         "probabilities": probabilities,
         "class_names": tf.tile(names[tf.newaxis, :], [batch, 1]),
@@ -89,25 +116,6 @@ def _outputs(
         "defect": defect,
         "defect_map": defect_map,
     }
-
-
-def turned_pair(
-    both: keras.Model, pooling: keras.layers.Layer, pixels: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Probabilities, class maps and pooled logits of a batch: the means over each part and
-    the part turned 180°, computed in one call. A detector that learnt to fire a few pixels
-    beside a defect (image labels do not say where) fires on the other side of it in the
-    turned copy, so the mean map peaks on the defect; the mean probabilities vary less."""
-    n = tf.shape(pixels)[0]
-    probabilities, maps = both(tf.concat([pixels, pixels[:, ::-1, ::-1]], 0), training=False)
-    probabilities = tf.cast(probabilities, tf.float32)
-    maps = tf.cast(maps, tf.float32)
-    logits = pooling(maps)
-    return (
-        (probabilities[:n] + probabilities[n:]) / 2,
-        (maps[:n] + maps[n:][:, ::-1, ::-1]) / 2,
-        (logits[:n] + logits[n:]) / 2,
-    )
 
 
 def export_saved_model(
@@ -121,14 +129,13 @@ def export_saved_model(
     """Write the serving SavedModel to ``path`` (a directory that must not exist yet)."""
     names = tf.constant(list(classes))
     good = good_flags(model)
-    both = maps_model(model)
-    pooling = model.get_layer(POOLING)
+    logits_model = modeling.logits_model(model)
     archive = keras.export.ExportArchive()
-    archive.track(both)
+    archive.track(logits_model)
 
     def predict(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities, maps, logits = turned_pair(both, pooling, pixels)
-        return _outputs(probabilities, logits, maps, names, good, threshold)
+        probabilities, defect_map = evidence_map(logits_model, good, pixels)
+        return _outputs(probabilities, defect_map, names, good, threshold)
 
     shape = [spec.height, spec.width, spec.channels]
 
@@ -172,17 +179,11 @@ class ServingModel:
         fn = self.signatures[SIGNATURE_BYTES]
         return {k: v.numpy() for k, v in fn(images=tf.constant(list(images), tf.string)).items()}
 
-    def predict_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs of ``serving_pixels`` for preprocessed float pixels."""
-        fn = self.signatures[SIGNATURE_PIXELS]
-        return {k: v.numpy() for k, v in fn(pixels=tf.constant(pixels, tf.float32)).items()}
 
-
-def to_tflite(saved_model: Path, *, quantize: bool = True) -> bytes:
-    """A TFLite flatbuffer of the ``serving_pixels`` signature (dynamic-range quantised)."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        str(saved_model), signature_keys=[SIGNATURE_PIXELS]
-    )
+def to_tflite(model: keras.Model, *, quantize: bool = True) -> bytes:
+    """A TFLite flatbuffer of the model: preprocessed pixels in, probabilities out
+    (dynamic-range quantised)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return bytes(converter.convert())
@@ -191,11 +192,13 @@ def to_tflite(saved_model: Path, *, quantize: bool = True) -> bytes:
 def tflite_probabilities(model: bytes, pixels: np.ndarray) -> np.ndarray:
     """Run the TFLite model on preprocessed pixels, one image at a time."""
     interpreter = tf.lite.Interpreter(model_content=model, num_threads=2)
-    runner = interpreter.get_signature_runner(SIGNATURE_PIXELS)
-    rows = [
-        runner(pixels=pixels[i : i + 1].astype(np.float32))["probabilities"][0]
-        for i in range(len(pixels))
-    ]
+    interpreter.allocate_tensors()
+    entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for i in range(len(pixels)):
+        interpreter.set_tensor(entry["index"], pixels[i : i + 1].astype(np.float32))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(exit_["index"])[0])
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 

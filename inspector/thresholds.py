@@ -17,9 +17,10 @@ rate r (``INSPECTOR_TARGET_ESCAPE_RATE``):
 * t_max = the (e + 1)-th lowest P(defect) among the defective images: any threshold up to
   t_max lets at most e escape, and t_max rejects the fewest good parts;
 * every threshold in (g, t_max], g the highest good part's P(defect) below t_max, rejects
-  the same good parts: the threshold is the middle of that interval in log-odds (the
-  scale the model's logits live on; it leaves the same margin, in odds, to the good part
-  below and the defective part above), or t_max when no good part lies below it;
+  the same validation parts; the threshold is a quarter of the way from g to t_max in
+  log-odds (the scale the model's logits live on): an escape costs a plant more than a
+  false reject, so the margin left to unseen defects is three times the margin left to
+  unseen good parts. With no good part below t_max it is t_max;
 * with n < 1/r the threshold is also capped at 0.5, so that a part the model finds more
   likely defective than not is never passed; with n = 0 it is 0.5.
 
@@ -38,6 +39,7 @@ import numpy as np
 
 FALLBACK_THRESHOLD = 0.5
 CURVE_POINTS = 101
+GOOD_SIDE = 0.25  # where in the free interval, from the good part (0) to the defect (1)
 
 Rule = Literal["target", "few_defects", "no_defects", "no_ok_class", "operator"]
 
@@ -112,9 +114,11 @@ def choose(
     )
     t_max = float(defects[allowed])
     passing = p[~d][p[~d] < t_max]
-    threshold = (
-        _sigmoid((logit(float(passing.max())) + logit(t_max)) / 2) if len(passing) else t_max
-    )
+    if len(passing):
+        g = logit(float(passing.max()))
+        threshold = _sigmoid(g + GOOD_SIDE * (logit(t_max) - g))
+    else:
+        threshold = t_max
     rule: Rule = "target"
     note = (
         f"meets the target escape rate {target_escape_rate:.2%} on {n_d} defective "

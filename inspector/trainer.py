@@ -159,12 +159,7 @@ def _eval_dataset(split: _Split, data: TrainingData, batch_size: int = 32) -> tf
 
 
 def _predict(model: keras.Model, split: _Split, data: TrainingData) -> np.ndarray:
-    """Probabilities as the exported model computes them: the mean over each image and
-    the image turned 180° (:func:`inspector.export.turned_pair`)."""
-    ds = _eval_dataset(split, data)
-    upright = np.asarray(model.predict(ds, verbose=0))
-    turned = np.asarray(model.predict(ds.map(lambda x, y: (x[:, ::-1, ::-1], y)), verbose=0))
-    return (upright + turned) / 2
+    return np.asarray(model.predict(_eval_dataset(split, data), verbose=0))
 
 
 def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs: int) -> dict:
@@ -286,7 +281,7 @@ def _export(
     export.export_saved_model(model, data.classes, data.spec, saved, threshold=point.threshold)
     modeling.save_keras(model, out / "model.keras")
     serving = export.ServingModel(saved)
-    tflite = export.to_tflite(saved, quantize=config.tflite_quantize)
+    tflite = export.to_tflite(model, quantize=config.tflite_quantize)
     (out / "model.tflite").write_bytes(tflite)
     if heldout is not None:
         progress({"phase": "evaluating", "images": len(heldout.entries)})
@@ -294,7 +289,8 @@ def _export(
     summary["tflite"] = {
         "bytes": len(tflite),
         "quantization": "dynamic_range" if config.tflite_quantize else "none",
-        "input": "serving_pixels: float32 [1, height, width, channels], 0-255",
+        "input": "float32 [1, height, width, channels], 0-255 (preprocessed)",
+        "output": "probabilities",
     }
     warm = heldout or train
     export.save_json(

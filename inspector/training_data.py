@@ -17,6 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
+
 from inspector import datasets, records
 from inspector.datasets import DatasetError, ManifestEntry, Snapshot
 from inspector.errors import InspectorError
@@ -94,12 +97,31 @@ def _check_counts(snapshot: Snapshot, classes: list[str], train: list[ManifestEn
             )
 
 
+GREY_SAMPLE = 32
+
+
 def _shapes(store: ObjectStore, entries: list[ManifestEntry]) -> list[ImageShape]:
     shapes = []
     for entry in entries:
         record = records.read_record(store, entry.image_id)
         shapes.append(ImageShape(record.height, record.width, record.channels))
     return shapes
+
+
+def _grey_in_colour(store: ObjectStore, entries: list[ManifestEntry]) -> bool:
+    """Whether colour-encoded training images are grey: in a sample of up to
+    :data:`GREY_SAMPLE`, every pixel's channels agree within one level (cameras and data
+    sets often store grey parts as RGB JPEGs; one channel trains as well, on a third of
+    the cache)."""
+    step = max(1, len(entries) // GREY_SAMPLE)
+    for entry in entries[::step][:GREY_SAMPLE]:
+        image = cv2.imdecode(np.frombuffer(store.get_bytes(entry.raw_key), np.uint8), 1)
+        if image is None:
+            return False
+        pixels = image.astype(np.int16)
+        if np.abs(pixels - pixels[..., :1]).max() > 1:
+            return False
+    return True
 
 
 def _warm_train(
@@ -158,12 +180,16 @@ def select(
     if warm and parent_doc is not None:
         spec = _parent_input(parent_doc, config)
     else:
+        shapes = _shapes(store, train)
+        channels = config.channels
+        if channels is None and any(s.channels > 1 for s in shapes):
+            channels = 1 if _grey_in_colour(store, train) else 3
         spec = choose_input(
-            _shapes(store, train),
+            shapes,
             samples=plan.samples(config.batch_size),
             pixel_budget=config.pixel_budget,
             long_side=config.image_size,
-            channels=config.channels,
+            channels=channels,
         )
     log.info("model input %s, %d steps (%d epochs)", spec, plan.steps, plan.epochs)
     return TrainingData(

@@ -5,6 +5,7 @@ keyboard and by click. Screenshots land in test-artifacts/console/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def service(trained_template, tmp_path_factory, redis_server):
         "INSPECTOR_STORE_URL": store.url,
         "INSPECTOR_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/12",
         "INSPECTOR_VERDICT_DEADLINE_MS": "10000",
-        "INSPECTOR_REVIEW_CONFIDENCE_BELOW": "0.9999",
+        # Every verdict within 50 log-odds of its threshold is unsure: all go to review.
+        "INSPECTOR_REVIEW_MARGIN": "50",
     }
     api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp).start()
     worker = ServiceProcess("inference", ["worker", "inference"], env, tmp).start()
@@ -132,7 +134,10 @@ def test_approve_flow(service, browser):
     shot(page, "03-candidate-report")
     page.click("#approve-form button")  # no reason: the browser refuses to submit
     expect(page.locator("main > h1")).to_contain_text("awaiting_approval")
+    expect(page.locator(".report")).to_contain_text("Operating point")
+    expect(page.locator(".report svg[aria-label^='ROC']")).to_have_count(1)
     page.fill("#approve-form textarea", "fewer escapes on line 7")
+    page.fill("#approve-form input[name=threshold]", "0.35")
     page.click("#approve-form button")
     expect(page.locator(".flash.ok")).to_have_text("Done.")
     expect(page.locator("main > h1")).to_contain_text("production")
@@ -143,7 +148,9 @@ def test_approve_flow(service, browser):
     expect(first_row).to_contain_text("dev-operator")
     expect(first_row).to_contain_text("approve")
     expect(first_row).to_contain_text("fewer escapes on line 7")
+    expect(first_row).to_contain_text("→ 0.35")
     shot(page, "05-audit")
+    assert registry.effective_threshold(store, candidates[0]) == 0.35
     page.close()
 
 
@@ -171,6 +178,13 @@ def test_review_queue_labelling_by_key_and_by_click(service, browser):
     page.click("text=Review")
     items = page.locator(".review-item")
     expect(items).to_have_count(4)
+    # Each unsure verdict carries its defect map, drawn over the part.
+    expect(items.first.locator("img")).to_have_attribute("src", re.compile(r"defect-map\.png"))
+    overlay = httpx.get(
+        f"{base_url}{items.first.locator('img').get_attribute('src')}",
+        headers={"Authorization": "Bearer dev-operator"},
+    )
+    assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
     shot(page, "07-review-queue")
     first = items.first.get_attribute("data-image")
     page.keyboard.press("3")  # the third class (pit), for the selected (first) image
@@ -185,4 +199,16 @@ def test_review_queue_labelling_by_key_and_by_click(service, browser):
     )
     second_label = httpx.get(f"{base_url}/v1/images/{second}/label", headers=operator).json()
     assert second_label["label"] == "stain" and second_label["history"][-1]["by"] == "dev-operator"
+    page.close()
+
+
+def test_a_part_page_shows_its_defect_map_verdicts_and_labels(service, browser):
+    base_url, store, _ = service
+    image_id = next(info.key for info in store.list("verdicts/")).split("/")[2]
+    page = sign_in(browser, base_url, "dev-operator")
+    page.goto(f"{base_url}/images/{image_id}")
+    expect(page.locator("main > h1")).to_contain_text("Part c")
+    expect(page.locator("figure.part img")).to_have_attribute("src", re.compile(r"defect-map\.png"))
+    expect(page.locator("table")).to_contain_text("P(defect)")
+    shot(page, "09-part")
     page.close()

@@ -144,8 +144,8 @@ def test_predict_row_format(service, body):
         # The verdict is a decision at the version's threshold on P(defect) = 1 − P(ok).
         assert abs(row["p_defect"] - (1 - row["probabilities"][0])) < 1e-4
         assert row["defect"] == (row["p_defect"] >= threshold) == (row["label"] != "ok")
-        # The defect map: a grid over the 48×48 canvas, one cell per 16 pixels.
-        assert len(row["defect_map"]) == 3 and len(row["defect_map"][0]) == 3
+        # The defect map: a grid over the 48×48 canvas, one cell per 8 pixels.
+        assert len(row["defect_map"]) == 6 and len(row["defect_map"][0]) == 6
 
 
 def test_a_malformed_queue_item_is_dropped_and_serving_goes_on(service, redis_server):

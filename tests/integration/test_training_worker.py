@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from tests.processes import ServiceProcess, wait_for
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+POLICY = Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml"
 
 
 def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, local_store):
@@ -77,6 +79,74 @@ def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, loca
             f"{base_url}/v1/training-runs", headers={"Authorization": "Bearer dev-operator"}
         ).json()
         assert runs[0]["state"] == "succeeded" and runs[0]["version"]["version"] == 1
+    finally:
+        for process in (trainer, ingest, api):
+            process.stop()
+
+
+def test_small_defects_on_non_square_parts_are_learnt_through_the_train_worker(
+    tmp_path, redis_server, local_store
+):
+    """Pits 3-5 px across and 1-px scratches on tall 64×160 parts, with the product's
+    default training settings: the model keeps the parts' shape and resolution, learns
+    the defects, and a run whose input squashes them away is told apart."""
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    port = free_port()
+    env = {
+        "INSPECTOR_DATA_DIR": str(tmp_path),
+        "INSPECTOR_STORE_URL": local_store.url,
+        "INSPECTOR_REDIS_URL": redis_url,
+        "INSPECTOR_GATE_POLICY": str(POLICY),
+    }
+    api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp_path).start()
+    ingest = ServiceProcess(
+        "ingest", ["worker", "ingest", "--concurrency", "1"], env, tmp_path
+    ).start()
+    trainer = ServiceProcess("train", ["worker", "train"], env, tmp_path).start()
+    base_url = f"http://127.0.0.1:{port}"
+    operator = {"Authorization": "Bearer dev-operator"}
+    try:
+        api.wait_http(f"{base_url}/healthz")
+        mix = {"ok": 0.5, "pit": 0.25, "scratch": 0.25}
+        upload_parts(base_url, mix, 300, seed=31, size=(64, 160), defect_size="small")
+        wait_for(
+            lambda: sum(1 for _ in local_store.list("index/ingested/")) == 300,
+            120,
+            "ingest",
+            ingest.log,
+        )
+        trainer.wait_for_output("ready.")
+
+        def train(config: dict) -> dict:
+            run = httpx.post(
+                f"{base_url}/v1/training-runs",
+                headers=operator,
+                json={"parent": "none", "reason": "small defects", "config": config},
+            ).json()
+            wait_for(
+                lambda: (
+                    httpx.get(f"{base_url}{run['url']}", headers=operator).json()["state"]
+                    in ("succeeded", "failed")
+                ),
+                400,
+                "the training run",
+                trainer.log,
+            )
+            return httpx.get(f"{base_url}{run['url']}", headers=operator).json()
+
+        learnt = train({})
+        assert learnt["state"] == "succeeded", learnt
+        version = learnt["version"]
+        assert version["input"] == {"height": 160, "width": 64, "channels": 3}
+        assert version["heldout"]["accuracy"] >= 0.9, version["heldout"]
+        assert 0 < version["operating_point"]["threshold"] <= 0.5
+        # The same parts squashed to a 32-px canvas: the defects are gone from the input.
+        squashed = train({"image_size": 32})
+        if squashed["state"] == "succeeded":
+            assert squashed["version"]["heldout"]["accuracy"] < version["heldout"]["accuracy"]
+        else:
+            assert squashed["result"]["code"] == "did_not_learn"
+            assert "the model did not learn" in squashed["result"]["message"]
     finally:
         for process in (trainer, ingest, api):
             process.stop()

@@ -44,9 +44,7 @@ def test_served_outputs_equal_training_time_outputs_on_the_same_images(exported,
     dataset = pipeline_data.make_dataset(
         paths, [0] * len(paths), spec, batch_size=8, training=False
     )
-    upright = np.asarray(model.predict(dataset, verbose=0))
-    turned = np.asarray(model.predict(dataset.map(lambda x, y: (x[:, ::-1, ::-1], y)), verbose=0))
-    trained = (upright + turned) / 2  # the part and the part turned 180° (export.turned_pair)
+    trained = np.asarray(model.predict(dataset, verbose=0))
     served = serving.predict_bytes(images)
     np.testing.assert_allclose(served["probabilities"], trained, atol=1e-5)
     assert served["probabilities"].shape == (5, 5)
@@ -74,7 +72,7 @@ def test_every_signature_has_a_defect_map_over_the_canvas(exported):
     _, spec, serving, _path = exported
     images = _images()[:2]
     by_bytes = serving.predict_bytes(images)["defect_map"]
-    assert by_bytes.shape == (2, spec.height // 16, spec.width // 16)
+    assert by_bytes.shape == (2, spec.height // 8, spec.width // 8)
     assert ((by_bytes >= 0) & (by_bytes <= 1)).all()
     decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in images])
     by_pixels = serving.signatures[export.SIGNATURE_UINT8](pixels=tf.constant(decoded))
@@ -87,12 +85,12 @@ def test_every_signature_has_a_defect_map_over_the_canvas(exported):
 
 
 def test_tflite_agrees_with_the_saved_model(exported):
-    _, spec, serving, path = exported
+    model, spec, serving, _ = exported
     images = _images()
     pixels = np.stack(
         [pipeline_data.preprocess_encoded(tf.constant(b), spec).numpy() for b in images]
     )
-    lite = export.tflite_probabilities(export.to_tflite(path, quantize=False), pixels)
+    lite = export.tflite_probabilities(export.to_tflite(model, quantize=False), pixels)
     np.testing.assert_allclose(lite, serving.predict_bytes(images)["probabilities"], atol=1e-4)
 
 
@@ -104,3 +102,29 @@ def test_the_warmup_document_replays_to_the_same_outputs(exported):
 
     replay = serving.predict_bytes([base64.b64decode(r["b64"]) for r in doc["requests"]])
     np.testing.assert_allclose(replay["probabilities"], doc["probabilities"], atol=1e-5)
+
+
+def test_the_defect_map_peaks_where_the_evidence_is(exported):
+    """A model that scores a defect by its darkest spot: the map's peak lands on the spot,
+    and its peak value is the part's P(defect)."""
+    import keras
+
+    from inspector.modeling import ClassPooling
+
+    _, spec, _, _ = exported
+    pixels = keras.Input((spec.height, spec.width, spec.channels))
+    maps = keras.layers.Lambda(
+        lambda x: tf.concat(
+            [tf.fill(tf.shape(x[..., :1]), 200.0), 255.0 - tf.reduce_mean(x, -1, keepdims=True)],
+            -1,
+        )
+    )(pixels)
+    logits = ClassPooling([True, False], sharpness=20.0)(maps)
+    toy = keras.Model(pixels, logits)
+    image = np.full((1, spec.height, spec.width, spec.channels), 230.0, np.float32)
+    image[0, 40:43, 10:13] = 20.0  # a dark pit at rows 40-42, columns 10-12
+    probabilities, grid = export.evidence_map(toy, [True, False], tf.constant(image))
+    grid = grid.numpy()[0]
+    row, col = np.unravel_index(grid.argmax(), grid.shape)
+    assert (row, col) == (41 // export.MAP_STRIDE, 11 // export.MAP_STRIDE)
+    assert grid.max() == pytest.approx(float(probabilities.numpy()[0, 1]), rel=1e-4)

@@ -70,6 +70,32 @@ def test_a_defect_is_drawn_and_survives_downscaling_to_64_px(label, surface):
         assert np.abs(small(clean) - small(faulty)).max() > 25
 
 
+@pytest.mark.parametrize("label", ["pit", "scratch", "crack"])
+def test_small_defects_are_a_few_pixels_wide_whatever_the_part_size(label):
+    for size in ((128, 320), (500, 1260)):  # width × height: tall parts, like commutators
+        clean = LineSimulator(size=size, seed=4, defect_size="small").part("ok").image
+        faulty = LineSimulator(size=size, seed=4, defect_size="small").part(label).image
+        changed = np.abs(clean.astype(np.int16) - faulty.astype(np.int16)).max(axis=2) > 20
+        assert changed.any(), f"no {label} drawn"
+        ys, xs = np.nonzero(changed)
+        # Thin: the defect's pixels lie within a few pixels of a line or a point.
+        thin = (
+            min(np.ptp(ys), np.ptp(xs)) + 1
+            if label == "pit"
+            else changed.sum() / max(np.ptp(ys), np.ptp(xs), 1)
+        )
+        assert thin <= 6, f"{label} is {thin:.1f} px thick at {size}"
+
+        # A model that squashes the part to 64 px loses it: what is left is faint.
+        def squashed(image: np.ndarray) -> np.ndarray:
+            return cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+        normal = LineSimulator(size=size, seed=4).part(label).image
+        faint = np.abs(squashed(clean) - squashed(faulty)).max()
+        clear = np.abs(squashed(clean) - squashed(normal)).max()
+        assert faint < clear, (label, size, faint, clear)
+
+
 def test_defect_classes_differ_from_ok_in_their_statistics():
     def edges(label: str) -> float:
         sim = LineSimulator(size=128, seed=11, color=False)
@@ -105,6 +131,7 @@ def test_a_megapixel_part_has_every_defect_drawn_to_scale():
         ({"surfaces": ("wood",)}, "metal, plastic"),
         ({"surfaces": ()}, "metal, plastic"),
         ({"mix": {"dent": 1.0}}, "ok, scratch, pit, crack, stain"),
+        ({"defect_size": "tiny"}, "normal, small"),
     ],
 )
 def test_a_simulator_refuses_what_it_cannot_draw(kwargs, match):
@@ -115,6 +142,16 @@ def test_a_simulator_refuses_what_it_cannot_draw(kwargs, match):
 
 
 # --- the mix ----------------------------------------------------------------------------
+
+
+def test_sizes_parse_as_a_side_or_width_by_height():
+    from inspector.simulate import parse_size
+
+    assert parse_size("256") == 256 and parse_size("320x128") == (320, 128)
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_size("wide")
+    with pytest.raises(ValueError, match="too small"):
+        parse_size("320x8")
 
 
 def test_parse_mix_normalises_and_fills_in_unmentioned_classes():

@@ -12,12 +12,12 @@ from inspector.thresholds import choose, judge
 CASES = {
     # Few defects (< 1/0.01 = 100): every one must be caught. The lowest defect scores 0.6,
     # the highest good part below it 0.2: any threshold in (0.2, 0.6] rejects no good part;
-    # the middle in log-odds is chosen: σ((logit 0.2 + logit 0.6) / 2).
-    "few defects: middle of the free interval": (
+    # a quarter of the way from 0.2 in log-odds: σ(logit 0.2 + (logit 0.6 − logit 0.2) / 4).
+    "few defects: a quarter into the free interval": (
         [0.05, 0.1, 0.2],
         [0.6, 0.9, 0.95],
         0.01,
-        (0.379796, "few_defects", 0.0, 0.0),
+        (0.281233, "few_defects", 0.0, 0.0),
     ),
     # A good part above the lowest defect cannot be saved: it stays a false reject, and
     # the threshold sits between the lowest defect and the good part just below it.
@@ -25,32 +25,33 @@ CASES = {
         [0.1, 0.3, 0.8],
         [0.5, 0.9],
         0.01,
-        (0.395644, "few_defects", 0.0, 1 / 3),
+        (0.346271, "few_defects", 0.0, 1 / 3),
     ),
-    # Every good part below every defect, but the middle (0.685) is above 0.5: capped.
+    # Every good part below every defect, but the threshold (0.739) is above 0.5: capped,
+    # and the good part at 0.6 is rejected.
     "few defects: capped at 0.5": (
-        [0.01, 0.2],
+        [0.01, 0.6],
         [0.95, 0.99],
         0.01,
-        (0.5, "few_defects", 0.0, 0.0),
+        (0.5, "few_defects", 0.0, 0.5),
     ),
     # Ties: a good part with exactly the lowest defect's score is rejected (≥).
     "ties are rejected": (
         [0.1, 0.3],
         [0.3, 0.9],
         0.01,
-        (0.179129, "few_defects", 0.0, 0.5),
+        (0.134733, "few_defects", 0.0, 0.5),
     ),
     # No good part below the lowest defect: the threshold is that defect's score.
     "no good part below": ([0.7, 0.8], [0.4, 0.45], 0.01, (0.4, "few_defects", 0.0, 1.0)),
     # Enough defects (≥ 1/0.25 = 4) to estimate 25 %: one of four may escape, so the
     # threshold passes the lowest (0.1) and must catch 0.5; the good parts at 0.2 and 0.3
-    # lie below: middle of (0.3, 0.5].
+    # lie below: a quarter into (0.3, 0.5].
     "target met with the fewest false rejects": (
         [0.2, 0.3, 0.7],
         [0.1, 0.5, 0.8, 0.9],
         0.25,
-        (0.395644, "target", 0.25, 1 / 3),
+        (0.346271, "target", 0.25, 1 / 3),
     ),
     "no defective validation images": ([0.2, 0.6], [], 0.01, (0.5, "no_defects", None, 0.5)),
     # One freak defect far below every good part: catching it would reject all of them.
@@ -59,7 +60,7 @@ CASES = {
         [0.05, 0.1, 0.2],
         [0.01, 0.6, 0.9, 0.95, 0.97],
         0.01,
-        (0.379796, "few_defects", 0.2, 0.0),
+        (0.281233, "few_defects", 0.2, 0.0),
     ),
 }
 
