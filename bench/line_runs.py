@@ -127,8 +127,7 @@ class ServiceLine:
             "/v1/training-runs",
             json={"parent": "production", "reason": reason, "config": self.config},
         )
-        while (run := self._call("GET", run["url"]))["state"] in ("queued", "running"):
-            time.sleep(2)
+        run = self._wait_run(run["url"])
         result = run.get("result") or {}
         if run["state"] != "succeeded":
             return DayResult("failed", None, None, None, "", False, "-", result.get("message", ""))
@@ -170,10 +169,14 @@ class ServiceLine:
             "/v1/training-runs",
             json={"parent": "none", "reason": reason, "config": self.config},
         )
-        while (run := self._call("GET", run["url"]))["state"] in ("queued", "running"):
-            time.sleep(2)
+        run = self._wait_run(run["url"])
         result = run.get("result") or {}
         return float(result["seconds"]) if run["state"] == "succeeded" else None
+
+    def _wait_run(self, url: str) -> dict[str, Any]:
+        while (run := self._call("GET", url))["state"] in ("queued", "running"):
+            time.sleep(2)
+        return dict(run)
 
     def _wait_serving(self, number: int) -> None:
         deadline = time.monotonic() + 300

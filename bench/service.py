@@ -35,11 +35,12 @@ class Service:
         self.process.wait_http(f"{self.base_url}/readyz", timeout=120)
         self.process.wait_for_output("processes are up", timeout=60)
         # The supervisor reports "up" once the processes exist; wait until every Celery
-        # worker has booted too, so no start-up work lands in a timed window.
+        # worker has booted too, so no start-up work lands in a timed window. Celery logs
+        # "] ingest@host ready."; the inference worker "inference@host:pid ready (…)".
         wait_for(
-            lambda: len(set(re.findall(r"\] (\w+)@\S+ ready\.", self.process.output))) >= 3,
+            lambda: len(set(re.findall(r"\b(\w+)@\S+ ready\b", self.process.output))) >= 3,
             60,
-            "the Celery workers to be ready",
+            "the ingest, train and inference workers to be ready",
             self.process.log,
         )
 
