@@ -43,20 +43,15 @@ def export_plain(model, spec, path: Path) -> None:
     import keras
     import tensorflow as tf
 
+    from inspector.export import decode_batch
     from inspector.modeling import logits_model
-    from inspector.pipeline_data import preprocess_encoded
 
     logits = logits_model(model)
     archive = keras.export.ExportArchive()
     archive.track(logits)
-    shape = [spec.height, spec.width, spec.channels]
 
     def plain(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels = tf.map_fn(
-            lambda e: preprocess_encoded(e, spec),
-            encoded,
-            fn_output_signature=tf.TensorSpec(shape, tf.float32),
-        )
+        pixels = decode_batch(encoded, spec)
         return {"probabilities": tf.nn.softmax(logits(pixels, training=False))}
 
     archive.add_endpoint("serving_default", plain, [tf.TensorSpec([None], tf.string)])

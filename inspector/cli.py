@@ -438,7 +438,7 @@ def train(
     ] = "production",
     epochs: Annotated[int | None, typer.Option(min=1, help="at most this many epochs")] = None,
     architecture: Annotated[
-        str | None, typer.Option(help="compact_cnn or mobilenet_v3_small")
+        str | None, typer.Option(help="fcn16 (the default), compact_cnn or mobilenet_v3_small")
     ] = None,
     image_size: Annotated[
         int | None,

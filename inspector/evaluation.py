@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from inspector import registry, thresholds
 from inspector.datasets import ManifestEntry, Snapshot
 from inspector.defect_maps import DefectMap
 from storage import ObjectStore
+
+if TYPE_CHECKING:
+    from inspector.export import ServingModel
 
 ECE_BINS = 10
 
@@ -125,6 +128,21 @@ def slices(snapshot: Snapshot) -> dict[str, list[ManifestEntry]]:
     return result
 
 
+def _predict(
+    serving: ServingModel, ids: list[str], images: dict[str, bytes]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Probabilities and defect maps (where the version has them) by image id."""
+    probabilities: dict[str, np.ndarray] = {}
+    maps: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), 32):
+        chunk = ids[start : start + 32]
+        out = serving.predict_bytes([images[i] for i in chunk])
+        probabilities.update(zip(chunk, out["probabilities"], strict=True))
+        if "defect_map" in out:
+            maps.update(zip(chunk, out["defect_map"], strict=True))
+    return probabilities, maps
+
+
 def score_version(
     store: ObjectStore,
     number: int,
@@ -148,14 +166,7 @@ def score_version(
         registry.download_directory(store, number, "saved_model", saved)
     serving = ServingModel(saved)
     ids = sorted({e.image_id for entries in parts.values() for e in entries})
-    probabilities: dict[str, np.ndarray] = {}
-    maps: dict[str, np.ndarray] = {}
-    for start in range(0, len(ids), 32):
-        chunk = ids[start : start + 32]
-        out = serving.predict_bytes([images[i] for i in chunk])
-        probabilities.update(zip(chunk, out["probabilities"], strict=True))
-        if "defect_map" in out:
-            maps.update(zip(chunk, out["defect_map"], strict=True))
+    probabilities, maps = _predict(serving, ids, images)
     latencies = []
     for image_id in ids[:20]:  # one image per request, as a camera's upload is served
         started = time.perf_counter()

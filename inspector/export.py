@@ -39,15 +39,6 @@ from inspector.pipeline_data import preprocess_encoded, preprocess_pixels
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_UINT8 = "serving_uint8"
 SIGNATURE_PIXELS = "serving_pixels"
-OUTPUTS = (
-    "probabilities",
-    "class_names",
-    "label",
-    "confidence",
-    "p_defect",
-    "defect",
-    "defect_map",
-)
 MAP_STRIDE = 8
 MAP_SIGMA = 2.0  # canvas pixels
 
@@ -140,12 +131,7 @@ def export_saved_model(
     shape = [spec.height, spec.width, spec.channels]
 
     def from_bytes(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels = tf.map_fn(
-            lambda encoded: preprocess_encoded(encoded, spec),
-            images,
-            fn_output_signature=tf.TensorSpec(shape, tf.float32),
-        )
-        return predict(pixels)
+        return predict(decode_batch(images, spec))
 
     def from_uint8(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         resized = tf.map_fn(
@@ -178,6 +164,15 @@ class ServingModel:
         """Outputs of ``serving_default`` for encoded images."""
         fn = self.signatures[SIGNATURE_BYTES]
         return {k: v.numpy() for k, v in fn(images=tf.constant(list(images), tf.string)).items()}
+
+
+def decode_batch(images: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    """Encoded images (a string tensor) → the model's float32 canvases, in the graph."""
+    return tf.map_fn(
+        lambda encoded: preprocess_encoded(encoded, spec),
+        images,
+        fn_output_signature=tf.TensorSpec([spec.height, spec.width, spec.channels], tf.float32),
+    )
 
 
 def to_tflite(model: keras.Model, *, quantize: bool = True) -> bytes:

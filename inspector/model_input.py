@@ -1,4 +1,5 @@
-"""What a model takes in, how that is chosen from the data, and how training varies it:
+"""What a model takes in (and what its signatures give out), how the input is chosen from
+the data, and how training varies it:
 plain settings, no TensorFlow, so the API can validate a training request without
 loading TensorFlow.
 
@@ -18,6 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspector.errors import InspectorError
+
+# What every signature of an exported version returns, by name (inspector.export builds
+# them; the TF Serving API lists and returns them).
+SIGNATURE_OUTPUTS = (
+    "probabilities",
+    "class_names",
+    "label",
+    "confidence",
+    "p_defect",
+    "defect",
+    "defect_map",
+)
 
 # Side lengths are multiples of the networks' total stride, so the class maps tile the
 # canvas exactly.

@@ -6,14 +6,15 @@ trunk is fully convolutional; the head is a 1×1 convolution named ``classifier`
 gives one score map per class (a class-activation map), and :class:`ClassPooling` turns
 the maps into one logit per class: good classes (``ok``) by the mean over the map, defect
 classes by a log-sum-exp ("soft maximum"), so a defect a few pixels wide on a large clean
-part still decides the image, and the defect map shows where. A softmax named
-``probabilities`` follows. Growing the head copies the old classes' kernel columns and
-biases, so an old class's score maps are unchanged by adding a new one.
+part still decides the image. A softmax named ``probabilities`` follows. Growing the head
+copies the old classes' kernel columns and biases, so an old class's score maps are
+unchanged by adding a new one. (The served defect map is not these class maps but an
+input-gradient map; see inspector.export.)
 
-Why this head: measured in BENCHMARKS.md ("Models that find small defects"): on
-KolektorSDD's thin cracks a global-average-and-max pooled dense head never got past
-chance in 1,000 steps, while the same trunk with class maps and log-sum-exp pooling
-caught every held-back crack.
+Why this head: measured in BENCHMARKS.md ("Real lines", what was tried): on
+KolektorSDD's thin cracks a global-average-and-max pooled dense head stayed near
+chance (AUROC 0.61) after 1,000 steps, while the same trunk with class maps and
+log-sum-exp pooling caught every held-back crack.
 """
 
 from __future__ import annotations

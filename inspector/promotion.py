@@ -107,27 +107,22 @@ def assess(
         if infra.get("ok"):
             images = _images(store, parts, cache_dir)
             ok_classes = _ok_classes(store)
-            candidate = evaluation.score_version(
-                store,
-                number,
-                images,
-                parts,
-                work_dir,
-                ok_classes=ok_classes,
-                threshold=registry.effective_threshold(store, number, state),
-            )
-            baseline = (
-                evaluation.score_version(
+
+            def score(version: int) -> dict[str, Any]:
+                # Each version at its own threshold, on the same images.
+                return evaluation.score_version(
                     store,
-                    production,
+                    version,
                     images,
                     parts,
                     work_dir,
                     ok_classes=ok_classes,
-                    threshold=registry.effective_threshold(store, production, state),
+                    threshold=registry.effective_threshold(store, version, state),
                 )
-                if production is not None and production != number
-                else None
+
+            candidate = score(number)
+            baseline = (
+                score(production) if production is not None and production != number else None
             )
             decision = gating.decide(
                 candidate["slices"],

@@ -6,7 +6,7 @@ key). :func:`plan_training` turns it and the number of training images into step
 epoch is one pass over the training images, but never fewer than ``min_steps / epochs``
 steps, because 50 images in batches of 16 are 4 steps an epoch, and 120 steps do not
 teach a network from scratch to find a 2-pixel pit. Defaults are chosen in BENCHMARKS.md
-("Models that find small defects") on KolektorSDD, NEU and the simulator, never per line.
+("Real lines", what was tried) on KolektorSDD, NEU and the simulator, never per line.
 """
 
 from __future__ import annotations

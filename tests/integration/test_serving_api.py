@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from inspector import registry
+from inspector.model_input import SIGNATURE_OUTPUTS
 from tests.factories import metadata, part_image, upload_files
 from tests.processes import ServiceProcess, wait_for
 from tests.servers import free_port
@@ -20,15 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CAMERA = {"Authorization": "Bearer dev-camera"}
 OPERATOR = {"Authorization": "Bearer dev-operator"}
 CLASSES = ["ok", "pit", "scratch"]
-OUTPUTS = (
-    "probabilities",
-    "class_names",
-    "label",
-    "confidence",
-    "p_defect",
-    "defect",
-    "defect_map",
-)
+OUTPUTS = SIGNATURE_OUTPUTS
 
 
 def b64(label: str = "pit", seed: int = 1) -> dict[str, str]:

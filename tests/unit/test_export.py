@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from inspector import export, pipeline_data, thresholds
-from inspector.model_input import InputSpec
+from inspector.model_input import SIGNATURE_OUTPUTS, InputSpec
 from inspector.modeling import build_model
 from inspector.simulate import LineSimulator, encode
 
@@ -46,6 +46,7 @@ def test_served_outputs_equal_training_time_outputs_on_the_same_images(exported,
     )
     trained = np.asarray(model.predict(dataset, verbose=0))
     served = serving.predict_bytes(images)
+    assert set(served) == set(SIGNATURE_OUTPUTS)  # what the TF Serving API lists
     np.testing.assert_allclose(served["probabilities"], trained, atol=1e-5)
     assert served["probabilities"].shape == (5, 5)
     assert [name.decode() for name in served["class_names"][0]] == CLASSES

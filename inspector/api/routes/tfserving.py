@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from inspector import promotion, registry
 from inspector.api.deps import AnyRole, InferenceDep, SettingsDep, StoreDep
 from inspector.api.errors import TFServingError
+from inspector.model_input import SIGNATURE_OUTPUTS
 from workers import inference_queue
 
 
@@ -31,15 +32,7 @@ def _tf_style_errors(request: Request) -> None:
 
 router = APIRouter(tags=["TF Serving"], dependencies=[Depends(_tf_style_errors)])
 INPUT = "images"
-OUTPUTS = (
-    "probabilities",
-    "class_names",
-    "label",
-    "confidence",
-    "p_defect",
-    "defect",
-    "defect_map",
-)
+OUTPUTS = SIGNATURE_OUTPUTS
 PREDICT_TIMEOUT_SECONDS = 30.0
 
 
