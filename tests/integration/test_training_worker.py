@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,14 +23,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml"
 
 
-def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, local_store):
-    redis_url = redis_server.url.rsplit("/", 1)[0] + "/8"
+@contextmanager
+def training_service(
+    tmp_path: Path, redis_url: str, store: Any, env: dict[str, str]
+) -> Iterator[tuple[str, ServiceProcess, ServiceProcess]]:
+    """The API, an ingest worker and a train worker on ``store``: (base URL, ingest, train)."""
     port = free_port()
     env = {
         "INSPECTOR_DATA_DIR": str(tmp_path),
-        "INSPECTOR_STORE_URL": local_store.url,
+        "INSPECTOR_STORE_URL": store.url,
         "INSPECTOR_REDIS_URL": redis_url,
-        "INSPECTOR_CANONICAL_SIZE": "48",
+        **env,
     }
     api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp_path).start()
     ingest = ServiceProcess(
@@ -37,13 +43,27 @@ def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, loca
     base_url = f"http://127.0.0.1:{port}"
     try:
         api.wait_http(f"{base_url}/healthz")
+        yield base_url, ingest, trainer
+    finally:
+        for process in (trainer, ingest, api):
+            process.stop()
+
+
+def _wait_ingested(store: Any, count: int, ingest: ServiceProcess) -> None:
+    wait_for(
+        lambda: sum(1 for _ in store.list("index/ingested/")) == count,
+        120,
+        "ingest",
+        ingest.log,
+    )
+
+
+def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, local_store):
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/8"
+    env = {"INSPECTOR_CANONICAL_SIZE": "48"}
+    with training_service(tmp_path, redis_url, local_store, env) as (base_url, ingest, trainer):
         upload_parts(base_url, {"ok": 0.34, "pit": 0.33, "scratch": 0.33}, 240, seed=21)
-        wait_for(
-            lambda: sum(1 for _ in local_store.list("index/ingested/")) == 240,
-            120,
-            "ingest",
-            ingest.log,
-        )
+        _wait_ingested(local_store, 240, ingest)
         trainer.wait_for_output("ready.")
 
         cli = subprocess.run(
@@ -79,9 +99,6 @@ def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, loca
             f"{base_url}/v1/training-runs", headers={"Authorization": "Bearer dev-operator"}
         ).json()
         assert runs[0]["state"] == "succeeded" and runs[0]["version"]["version"] == 1
-    finally:
-        for process in (trainer, ingest, api):
-            process.stop()
 
 
 def test_small_defects_on_non_square_parts_are_learnt_through_the_train_worker(
@@ -91,30 +108,12 @@ def test_small_defects_on_non_square_parts_are_learnt_through_the_train_worker(
     default training settings: the model keeps the parts' shape and resolution, learns
     the defects, and a run whose input squashes them away is told apart."""
     redis_url = redis_server.url.rsplit("/", 1)[0] + "/9"
-    port = free_port()
-    env = {
-        "INSPECTOR_DATA_DIR": str(tmp_path),
-        "INSPECTOR_STORE_URL": local_store.url,
-        "INSPECTOR_REDIS_URL": redis_url,
-        "INSPECTOR_GATE_POLICY": str(POLICY),
-    }
-    api = ServiceProcess("api", ["api", "--port", str(port)], env, tmp_path).start()
-    ingest = ServiceProcess(
-        "ingest", ["worker", "ingest", "--concurrency", "1"], env, tmp_path
-    ).start()
-    trainer = ServiceProcess("train", ["worker", "train"], env, tmp_path).start()
-    base_url = f"http://127.0.0.1:{port}"
+    env = {"INSPECTOR_GATE_POLICY": str(POLICY)}
     operator = {"Authorization": "Bearer dev-operator"}
-    try:
-        api.wait_http(f"{base_url}/healthz")
+    with training_service(tmp_path, redis_url, local_store, env) as (base_url, ingest, trainer):
         mix = {"ok": 0.5, "pit": 0.25, "scratch": 0.25}
         upload_parts(base_url, mix, 300, seed=31, size=(64, 160), defect_size="small")
-        wait_for(
-            lambda: sum(1 for _ in local_store.list("index/ingested/")) == 300,
-            120,
-            "ingest",
-            ingest.log,
-        )
+        _wait_ingested(local_store, 300, ingest)
         trainer.wait_for_output("ready.")
 
         def train(config: dict) -> dict:
@@ -147,6 +146,3 @@ def test_small_defects_on_non_square_parts_are_learnt_through_the_train_worker(
         else:
             assert squashed["result"]["code"] == "did_not_learn"
             assert "the model did not learn" in squashed["result"]["message"]
-    finally:
-        for process in (trainer, ingest, api):
-            process.stop()
