@@ -187,15 +187,6 @@ def build_model(
     return model
 
 
-def has_class_maps(model: keras.Model) -> bool:
-    """Whether the model's head is the class-map head (versions before defect maps had a
-    dense head on pooled features)."""
-    try:
-        return isinstance(model.get_layer(CLASSIFIER), keras.layers.Conv2D)
-    except ValueError:
-        return False
-
-
 def logits_model(model: keras.Model) -> keras.Model:
     """The same weights, ending at the pooled logits."""
     return keras.Model(model.inputs, model.get_layer(POOLING).output)

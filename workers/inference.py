@@ -275,14 +275,13 @@ class InferenceWorker:
         probabilities = outputs["probabilities"][rows]
         maps = outputs.get("defect_map")
         grids = maps[rows] if maps is not None else [None] * len(probabilities)
-        return {
+        reply: dict[str, Any] = {
             "id": request["id"],
             "status": "ok",
             "version": model.version,
             "classes": model.classes,
             "threshold": model.threshold,
             "probabilities": probabilities.round(6).tolist(),
-            "defect_maps": [None if g is None else np.round(g, 4).tolist() for g in grids],
             "verdicts": [
                 self._verdict(model, image_id, row, grid, latency)
                 for image_id, row, grid in zip(
@@ -292,6 +291,9 @@ class InferenceWorker:
             "latency_ms": round(latency, 3),
             "queued_ms": round((time.time() - request["enqueued_at"]) * 1000, 3),
         }
+        if request.get("maps"):  # TF Serving's defect_map output: every row's grid
+            reply["defect_maps"] = [None if g is None else np.round(g, 4).tolist() for g in grids]
+        return reply
 
     def _verdict(
         self,

@@ -42,8 +42,11 @@ def request(
     reply: bool = True,
     record: bool = False,
     deadline: float | None = None,
+    maps: bool = False,
 ) -> dict[str, Any]:
-    """A request: encoded images (or ids of stored images) to judge."""
+    """A request: encoded images (or ids of stored images) to judge. With ``maps`` the
+    reply carries every image's defect map (TF Serving's ``defect_map`` output); without,
+    only the verdicts of defective or unsure parts carry theirs."""
     return {
         "id": uuid.uuid4().hex,
         "images": [bytes(b) for b in images],
@@ -54,6 +57,7 @@ def request(
         "record": record,
         "enqueued_at": time.time(),
         "deadline": deadline,
+        "maps": maps,
     }
 
 

@@ -273,7 +273,7 @@ def _parse_predict(body: dict[str, Any]) -> tuple[list[bytes], bool]:
 def _call(inference: InferenceDep, images: list[bytes], target: str) -> dict[str, Any]:
     if not inference.workers():
         raise TFServingError(503, "no inference worker is running")
-    req = inference_queue.request(images=images, target=target)
+    req = inference_queue.request(images=images, target=target, maps=True)
     reply = inference.call(req, timeout=PREDICT_TIMEOUT_SECONDS)
     if reply is None:
         raise TFServingError(504, "the inference workers did not answer in time")
