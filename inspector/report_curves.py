@@ -11,8 +11,14 @@ from typing import Any
 _W, _H, _PAD = 300, 240, 36
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
+    """A rate as a percentage with one decimal ("–" when there is none)."""
     return "–" if value is None else f"{float(value):.1%}"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals ("–" when there is none)."""
+    return "–" if value is None else f"{float(value):.{digits}f}"
 
 
 def _xy(x: float, y: float) -> tuple[float, float]:
@@ -67,12 +73,12 @@ def operating_point_html(doc: dict[str, Any] | None, heldout: dict[str, Any]) ->
         return ""
     detection = heldout.get("detection") or {}
     point = (
-        f"<p>Threshold on P(defect): <strong>{_num(doc.get('threshold'))}</strong> "
-        f"(target escape rate {_pct(doc.get('target_escape_rate'))}; rule "
+        f"<p>Threshold on P(defect): <strong>{num(doc.get('threshold'))}</strong> "
+        f"(target escape rate {pct(doc.get('target_escape_rate'))}; rule "
         f"<code>{escape(str(doc.get('rule')))}</code>). {escape(str(doc.get('note', '')))}. "
         f"On its {doc.get('validation_defective', 0)} defective and "
         f"{doc.get('validation_good', 0)} good validation images: escape rate "
-        f"{_pct(doc.get('escape_rate'))}, false-reject rate {_pct(doc.get('false_reject_rate'))}."
+        f"{pct(doc.get('escape_rate'))}, false-reject rate {pct(doc.get('false_reject_rate'))}."
         "</p>"
     )
     if not detection.get("roc"):
@@ -84,19 +90,19 @@ def operating_point_html(doc: dict[str, Any] | None, heldout: dict[str, Any]) ->
     charts = curve_svg(
         [(0.0, 0.0), *roc],
         chosen,
-        f"ROC, held-out (AUROC {_num(detection.get('auroc'))})",
+        f"ROC, held-out (AUROC {num(detection.get('auroc'))})",
         "false-reject rate",
         "share of defects caught",
     ) + curve_svg(
         pr,
         (chosen[1], precision) if chosen and precision is not None else None,
-        f"precision–recall (AP {_num(detection.get('average_precision'))})",
+        f"precision–recall (AP {num(detection.get('average_precision'))})",
         "share of defects caught",
         "precision",
     )
     rows = "".join(
-        f"<tr><td>{_num(r['threshold'])}</td><td>×{r['odds_factor']:g}</td>"
-        f"<td>{_pct(r['escape_rate'])}</td><td>{_pct(r['false_reject_rate'])}</td></tr>"
+        f"<tr><td>{num(r['threshold'])}</td><td>×{r['odds_factor']:g}</td>"
+        f"<td>{pct(r['escape_rate'])}</td><td>{pct(r['false_reject_rate'])}</td></tr>"
         for r in detection.get("trade_off", [])
     )
     table = (
@@ -107,10 +113,6 @@ def operating_point_html(doc: dict[str, Any] | None, heldout: dict[str, Any]) ->
         f'<h2>Operating point</h2>{point}<div class="row">{charts}</div>'
         f"<p>Moving the threshold, on the held-out images:</p>{table}"
     )
-
-
-def _num(value: Any) -> str:
-    return "–" if value is None else f"{float(value):.3f}"
 
 
 def _precision_at(metrics: dict[str, Any]) -> float | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from inspector.report_curves import operating_point_html
+from inspector.report_curves import num, operating_point_html, pct
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d232a;max-width:1200px}
@@ -17,14 +17,6 @@ td:first-child,th:first-child{text-align:left} .pass{color:#116329} .fail{color:
 .verdict{font-size:1.1rem;padding:.8rem 1rem;border-radius:6px;background:#f3f5f7}
 .blessed{background:#dafbe1} .refused{background:#ffebe9} .row{display:flex;gap:2rem;flex-wrap:wrap}
 """
-
-
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{float(value):.1%}"
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{float(value):.{digits}f}"
 
 
 def confusion_svg(confusion: dict[str, Any], title: str) -> str:
@@ -98,11 +90,11 @@ def per_class_svg(candidate: dict[str, Any], production: dict[str, Any] | None, 
 def _metrics_table(candidate: dict[str, Any], production: dict[str, Any] | None) -> str:
     rows = [
         ("images", lambda m: str(m["count"])),
-        ("accuracy", lambda m: _pct(m["accuracy"])),
-        ("macro-F1", lambda m: _num(m["macro_f1"])),
-        ("defect escape rate", lambda m: _pct(m["escape_rate"])),
-        ("false-reject rate", lambda m: _pct(m["false_reject_rate"])),
-        ("calibration error (ECE)", lambda m: _num(m["ece"])),
+        ("accuracy", lambda m: pct(m["accuracy"])),
+        ("macro-F1", lambda m: num(m["macro_f1"])),
+        ("defect escape rate", lambda m: pct(m["escape_rate"])),
+        ("false-reject rate", lambda m: pct(m["false_reject_rate"])),
+        ("calibration error (ECE)", lambda m: num(m["ece"])),
     ]
     head = "<tr><th>metric</th><th>candidate</th><th>production</th></tr>"
     body = "".join(
@@ -142,8 +134,8 @@ def render_body(report: dict[str, Any], *, model_name: str = "inspector") -> str
         f"<code>{escape(report['snapshot_id'])}</code>, made {escape(report['created_at'])}.</p>",
         f'<p class="verdict {"blessed" if report["blessed"] else "refused"}">{escape(report["sentence"])}</p>',
         "<h2>Model</h2><table><tr><th></th><th>candidate</th><th>production</th></tr>"
-        f"<tr><td>latency per image (ms)</td><td>{_num(candidate['latency_ms_per_image'], 1)}</td>"
-        f"<td>{_num(production['latency_ms_per_image'], 1) if production else '–'}</td></tr>"
+        f"<tr><td>latency per image (ms)</td><td>{num(candidate['latency_ms_per_image'], 1)}</td>"
+        f"<td>{num(production['latency_ms_per_image'], 1) if production else '–'}</td></tr>"
         f"<tr><td>SavedModel size (MB)</td><td>{candidate['model_bytes'] / 1e6:.2f}</td>"
         f"<td>{production['model_bytes'] / 1e6 if production else 0:.2f}</td></tr></table>",
     ]
@@ -176,9 +168,9 @@ def render_body(report: dict[str, Any], *, model_name: str = "inspector") -> str
         sections.append(
             "<h2>Shadow mode (live traffic)</h2><table>"
             f"<tr><td>images judged beside production</td><td>{shadow['images']}</td></tr>"
-            f"<tr><td>agreement with production</td><td>{_pct(shadow['agreement'])}</td></tr>"
+            f"<tr><td>agreement with production</td><td>{pct(shadow['agreement'])}</td></tr>"
             f"<tr><td>images labelled since</td><td>{shadow['labelled']}</td></tr>"
-            f"<tr><td>accuracy on those</td><td>{_pct(shadow['accuracy_on_labelled'])}</td></tr></table>"
+            f"<tr><td>accuracy on those</td><td>{pct(shadow['accuracy_on_labelled'])}</td></tr></table>"
         )
     infra = report["infra_check"]
     sections.append(
