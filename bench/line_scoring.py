@@ -12,7 +12,7 @@ No TensorFlow.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +77,18 @@ def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[s
         "recall": {c: round(sum(v) / len(v), 4) for c, v in sorted(by_class.items())},
         "escaped": [j.item.name for j in escapes],
         "false_rejects": [j.item.name for j in rejects],
+        # How far from the threshold each wrong pass or reject was.
+        "p_defect_of_errors": {j.item.name: j.verdict.get("p_defect") for j in escapes + rejects},
+        # Misjudged parts by true and judged class ("crazing→rolled_in_scale": 2).
+        "confusions": dict(
+            sorted(
+                Counter(
+                    f"{j.item.label}→{j.verdict['label']}"
+                    for j in judged
+                    if j.verdict["label"] != j.item.label
+                ).items()
+            )
+        ),
         "map_peak_in_mask": round(sum(peaks) / masked, 4) if masked else None,
         "maps_missing": masked - len(peaks),
     }

@@ -137,6 +137,10 @@ def report(scenario: lines.Scenario, results: list[dict[str, Any]]) -> None:
                     f"  escaped: {held['escaped'] or 'none'}; "
                     f"false rejects: {held['false_rejects'] or 'none'}"
                 )
+                if held["p_defect_of_errors"]:
+                    print(f"  their P(defect): {held['p_defect_of_errors']}")
+                if held["confusions"]:
+                    print(f"  confusions (true→judged): {held['confusions']}")
             if "forgetting" in day:
                 print(f"  forgetting (recall before − after, day-1 classes): {day['forgetting']}")
     for r in results:

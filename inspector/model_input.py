@@ -164,10 +164,18 @@ class Augmentation:
     flip: bool = True
     rotation: float = 0.03  # fraction of a full turn (0.03 ≈ ±11°)
     shift: float = 0.1  # fraction of the image side
+    zoom: float = 0.0  # scale by 2^±zoom about the centre (0.25: ×0.84-1.19)
     brightness: float = 0.15  # fraction of the 0-255 range
     contrast: float = 0.15
 
     @property
     def enabled(self) -> bool:
         """Whether any augmentation is on."""
-        return bool(self.flip or self.rotation or self.shift or self.brightness or self.contrast)
+        return bool(
+            self.flip
+            or self.rotation
+            or self.shift
+            or self.zoom
+            or self.brightness
+            or self.contrast
+        )

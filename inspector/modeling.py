@@ -227,6 +227,21 @@ def grow_head(
     return grown
 
 
+def freeze_trunk(model: keras.Model, convolutions: int) -> list[str]:
+    """Make the first ``convolutions`` convolutions of the trunk (and the batch norms that
+    follow them, which then keep their statistics) untrainable; their names."""
+    names = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D) and layer.name != CLASSIFIER
+    ][:convolutions]
+    for name in names:
+        model.get_layer(name).trainable = False
+        if any(layer.name == f"{name}_bn" for layer in model.layers):
+            model.get_layer(f"{name}_bn").trainable = False
+    return names
+
+
 def load_keras(path: Path) -> keras.Model:
     """A model saved with :func:`save_keras` (for warm starts)."""
     return keras.models.load_model(path, compile=False)

@@ -149,7 +149,8 @@ def augment_batch(
 ) -> tf.Tensor:
     """Augment a batch of uint8 [N, height, width, C] images; float32 0-255 out.
 
-    Flips (both axes), rotation ±``rotation``·2π and shift ±``shift``·side are one affine
+    Flips (both axes), rotation ±``rotation``·2π, a scale of 2^±``zoom`` about the centre
+    and shift ±``shift``·side are one affine
     matrix per image, applied in one bilinear resampling pass with reflected borders;
     brightness ±``brightness``·255 and contrast ×[1 ± ``contrast``] about each image's
     mean are one expression; the result is clipped to 0-255. The same distributions as
@@ -166,8 +167,10 @@ def augment_batch(
     shift_y = generator.uniform([n], -aug.shift, aug.shift) * height if aug.shift else 0 * ones
     flip_x = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
     flip_y = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
-    # Output pixel p samples input pixel c + R(theta)·F·(p - c) - shift, F = diag(flips).
-    cos, sin = tf.cos(theta), tf.sin(theta)
+    # Sampling the input at 1/scale of the distance: the content grows by ``scale``.
+    inverse = tf.pow(2.0, generator.uniform([n], -aug.zoom, aug.zoom)) if aug.zoom else ones
+    # Output pixel p samples input pixel c + R(theta)·F·(p - c)/scale - shift, F = diag(flips).
+    cos, sin = tf.cos(theta) * inverse, tf.sin(theta) * inverse
     cx, cy = (width - 1) / 2, (height - 1) / 2
     a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
     transforms = tf.stack(

@@ -32,6 +32,7 @@ class AugmentConfig(BaseModel):
     flip: bool = True
     rotation: float = Field(0.03, ge=0, le=0.5)
     shift: float = Field(0.1, ge=0, le=0.5)
+    zoom: float = Field(0.0, ge=0, le=1)
     brightness: float = Field(0.15, ge=0, le=1)
     contrast: float = Field(0.15, ge=0, le=1)
 
@@ -62,7 +63,11 @@ class TrainConfig(BaseModel):
     # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
     # of it over the remaining epochs; constant: no schedule.
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    fine_tune_learning_rate: float = Field(5e-4, gt=0, le=1)
+    fine_tune_learning_rate: float = Field(1e-3, gt=0, le=1)
+    # A warm start keeps this many of the trunk's convolutions (from the input on, with
+    # their batch norms) as its parent trained them: they see a few pixels each, what every
+    # defect type shares, and leaving them out of the backward pass halves a step's cost.
+    fine_tune_frozen: int = Field(3, ge=0, le=100)
     replay_per_class: int = Field(200, ge=0)
     # How often each class is drawn into a batch: balanced = equally, whatever its count.
     sampling: Literal["balanced", "sqrt", "natural"] = "balanced"

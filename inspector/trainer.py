@@ -80,7 +80,11 @@ def _model(store: ObjectStore, config: TrainConfig, data: TrainingData, work_dir
     path = registry.download_file(
         store, data.parent, "model.keras", work_dir / "parent" / "model.keras"
     )
-    return modeling.grow_head(modeling.load_keras(path), doc["classes"], data.classes, data.good)
+    model = modeling.grow_head(modeling.load_keras(path), doc["classes"], data.classes, data.good)
+    frozen = modeling.freeze_trunk(model, config.fine_tune_frozen)
+    if frozen:
+        log.info("warm start: %s kept as version %s trained them", ", ".join(frozen), data.parent)
+    return model
 
 
 def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> None:

@@ -11,7 +11,14 @@ from inspector.model_input import Augmentation, InputSpec
 from inspector.pipeline_data import augment_batch, make_dataset
 from inspector.simulate import LineSimulator, encode
 
-OFF = {"flip": False, "rotation": 0.0, "shift": 0.0, "brightness": 0.0, "contrast": 0.0}
+OFF = {
+    "flip": False,
+    "rotation": 0.0,
+    "shift": 0.0,
+    "zoom": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+}
 
 
 def _batch(n: int = 8, size: int = 32) -> np.ndarray:
@@ -78,6 +85,17 @@ def test_a_rotation_keeps_the_centre_and_turns_an_off_centre_mark():
     angles_arr = np.abs(np.array(angles))
     assert angles_arr.max() <= 0.05 * 360 + 2
     assert angles_arr.max() > 3, "nothing turned"
+
+
+def test_a_zoom_scales_a_centred_square_within_its_range_both_ways():
+    size = 41
+    images = np.zeros((64, size, size, 1), np.uint8)
+    images[:, 15:26, 15:26] = 255  # 11 px wide, centred
+    out = _run(images, zoom=0.25)
+    widths = np.array([(image[20, :, 0] > 128).sum() for image in out])
+    assert widths.min() >= 11 * 2**-0.25 - 1.5 and widths.max() <= 11 * 2**0.25 + 1.5
+    assert widths.min() < 11 and widths.max() > 11, "it did not shrink and grow"
+    assert all(image[20, 20, 0] > 200 for image in out), "the centre moved"
 
 
 @pytest.mark.parametrize("setting", ["brightness", "contrast"])

@@ -15,6 +15,7 @@ from inspector.modeling import (
     CLASSIFIER,
     ModelError,
     build_model,
+    freeze_trunk,
     grow_head,
     logits_model,
 )
@@ -86,6 +87,21 @@ def test_growing_the_head_keeps_old_class_outputs():
     # New classes start far below: the old classes' probabilities barely move.
     np.testing.assert_allclose(np.asarray(grown(x))[:, :3], before, atol=0.05)
     assert (np.asarray(grown(x)).argmax(axis=1) == before.argmax(axis=1)).all()
+
+
+def test_a_frozen_trunk_keeps_its_first_convolutions_and_their_statistics_through_a_fit():
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    assert freeze_trunk(model, 2) == ["s1", "s2"]
+    kept = {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in ("s1", "s2_bn")}
+    trained_before = [w.copy() for w in model.get_layer("s2b").get_weights()]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(2).uniform(0, 255, (8, 64, 32, 3)).astype(np.float32)
+    model.fit(x, np.array([0, 1, 2, 0, 1, 2, 0, 1]), epochs=2, verbose=0)
+    for name, weights in kept.items():
+        for old, new in zip(weights, model.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(old, new)  # kernels and moving statistics alike
+    assert not np.allclose(trained_before[0], model.get_layer("s2b").get_weights()[0])
+    assert freeze_trunk(build_model("fcn16", CLASSES, ["ok"], SPEC), 0) == []
 
 
 def test_the_class_list_may_only_grow_at_its_end():
