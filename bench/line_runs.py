@@ -195,10 +195,11 @@ class ServiceLine:
 
         def one(item: Item) -> Judged:
             answer = self._post_image(item, None)
-            verdict = answer.get("verdict")
+            verdict, url = answer.get("verdict"), answer["verdict_url"]
+            # Only the upload's reply names the verdict's URL; the URL's replies do not.
             while verdict is None or answer.get("verdict_status") == "pending":
                 time.sleep(0.2)
-                answer = self._call("GET", answer["verdict_url"], role="camera")
+                answer = self._call("GET", url, role="camera")
                 verdict = answer.get("verdict")
             return Judged(item, verdict)
 
