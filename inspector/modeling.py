@@ -229,7 +229,10 @@ def grow_head(
 
 def freeze_trunk(model: keras.Model, convolutions: int) -> list[str]:
     """Make the first ``convolutions`` convolutions of the trunk (and the batch norms that
-    follow them, which then keep their statistics) untrainable; their names."""
+    follow them, which then keep their statistics) untrainable and every other layer
+    trainable (a parent saved with frozen layers is thawed first); their names."""
+    for layer in model.layers:
+        layer.trainable = True
     names = [
         layer.name
         for layer in model.layers

@@ -150,13 +150,13 @@ def augment_batch(
     """Augment a batch of uint8 [N, height, width, C] images; float32 0-255 out.
 
     Flips (both axes), rotation ±``rotation``·2π, a scale of 2^±``zoom`` about the centre
-    and shift ±``shift``·side are one affine
-    matrix per image, applied in one bilinear resampling pass with reflected borders;
-    brightness ±``brightness``·255 and contrast ×[1 ± ``contrast``] about each image's
-    mean are one expression; the result is clipped to 0-255. The same distributions as
-    Keras' RandomFlip/RandomRotation/RandomTranslation/RandomBrightness/RandomContrast
-    layers, at a fraction of their cost: those resample each image twice, flip it in a
-    third pass and run in five maps (measured in bench/pipeline.py, see BENCHMARKS.md).
+    and shift ±``shift``·side are one affine matrix per image, applied in one bilinear
+    resampling pass with reflected borders; brightness ±``brightness``·255 and contrast
+    ×[1 ± ``contrast``] about each image's mean are one expression; the result is clipped
+    to 0-255. The same distributions as Keras' RandomFlip/RandomRotation/
+    RandomTranslation/RandomBrightness/RandomContrast layers, at a fraction of their
+    cost: those resample each image twice, flip it in a third pass and run in five maps
+    (measured in bench/pipeline.py, see BENCHMARKS.md).
     """
     height, width = int(images.shape[1]), int(images.shape[2])
     n = tf.shape(images)[0]
