@@ -197,7 +197,10 @@ class ServiceLine:
             answer = self._post_image(item, None)
             verdict, url = answer.get("verdict"), answer["verdict_url"]
             # Only the upload's reply names the verdict's URL; the URL's replies do not.
+            deadline = time.monotonic() + 120
             while verdict is None or answer.get("verdict_status") == "pending":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no verdict for {item.name} within 120 s: {answer}")
                 time.sleep(0.2)
                 answer = self._call("GET", url, role="camera")
                 verdict = answer.get("verdict")
