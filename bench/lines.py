@@ -7,6 +7,10 @@ which "day", and which parts are held back to be judged afterwards.
 - ``neu-cl``: ../shared/datasets/neu (6 steel-defect classes × 300). Held back: 30 % of
   the images (by a salted hash of their bytes). Day 1 uploads four classes, day 2 the
   other two (class-incremental learning).
+- ``sim-small``: the project's simulator drawing a line shaped like the one issue 9 was
+  measured on: grey parts of three sizes (400×240, 300×260, 560×320), defects a few
+  pixels wide, 700 good parts beside 40-70 of each defect type; scratch and pit on
+  day 1, crack and stain on day 2. Written once into bench/results/sim-small-data.
 - ``--data DIR``: any folder of class folders (``ok`` is the good class), held back as
   NEU is; ``--day2 a,b`` holds those classes back until day 2.
 
@@ -124,6 +128,29 @@ def kolektor(root: Path = DATASETS / "kolektorsdd") -> Scenario:
         back,
         notes=("held back by commutator: blocks of 8 consecutive image numbers",),
     )
+
+
+SIM_COUNTS = {"ok": 700, "scratch": 70, "pit": 60, "crack": 50, "stain": 40}
+SIM_SIZES = ((400, 240), (300, 260), (560, 320))
+
+
+def simulated_small(root: Path = ROOT / "bench" / "results" / "sim-small-data") -> Scenario:
+    """The simulator's small defects on grey parts of mixed sizes, drawn once into ``root``
+    (the same seeds give the same images), crack and stain on day 2."""
+    import cv2
+
+    from inspector.simulate import LineSimulator
+
+    if not (root / "done").exists():
+        for k, size in enumerate(SIM_SIZES):
+            sim = LineSimulator(size=size, seed=100 + k, color=False, defect_size="small")
+            for label, count in SIM_COUNTS.items():
+                (root / label).mkdir(parents=True, exist_ok=True)
+                for i in range(count // len(SIM_SIZES) + (k < count % len(SIM_SIZES))):
+                    path = root / label / f"{size[0]}x{size[1]}-{i:04d}.png"
+                    cv2.imwrite(str(path), sim.part(label).image)
+        (root / "done").write_text("drawn by bench/lines.py simulated_small\n")
+    return folder_scenario(root, "sim-small", ("crack", "stain"))
 
 
 NEU_DAY2 = ("rolled_in_scale", "scratches")

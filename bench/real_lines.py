@@ -4,6 +4,7 @@ the gate's sentence, and where the defect maps point.
 
     .venv/bin/python bench/real_lines.py kolektor
     .venv/bin/python bench/real_lines.py neu-cl
+    .venv/bin/python bench/real_lines.py sim-small   # the simulator, small defects, mixed sizes
     .venv/bin/python bench/real_lines.py --data DIR [--day2 a,b]
     .venv/bin/python bench/real_lines.py kolektor --mode in-process --set image_size=448
 
@@ -164,7 +165,7 @@ def report(scenario: lines.Scenario, results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, play the scenario in each mode, print and save the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", nargs="?", choices=("kolektor", "neu-cl"))
+    parser.add_argument("scenario", nargs="?", choices=("kolektor", "neu-cl", "sim-small"))
     parser.add_argument("--data", type=Path, help="a folder of class folders (ok = good parts)")
     parser.add_argument("--day2", default="", help="classes of --data uploaded on a second day")
     parser.add_argument("--mode", choices=("both", *MODES), default="both")
@@ -183,12 +184,16 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if (args.scenario is None) == (args.data is None):
-        parser.error("give a scenario (kolektor, neu-cl) or --data DIR")
+        parser.error("give a scenario (kolektor, neu-cl, sim-small) or --data DIR")
     if args.data:
         day2 = tuple(c for c in args.day2.split(",") if c)
         scenario = lines.folder_scenario(args.data.resolve(), args.data.name, day2)
     else:
-        scenario = lines.kolektor() if args.scenario == "kolektor" else lines.neu_cl()
+        scenario = {
+            "kolektor": lines.kolektor,
+            "neu-cl": lines.neu_cl,
+            "sim-small": lines.simulated_small,
+        }[args.scenario]()
     if not args.no_wait and args.idle_timeout > 0:
         common.wait_for_idle(args.idle_timeout)
     modes = list(MODES) if args.mode == "both" else [args.mode]
