@@ -231,17 +231,18 @@ def freeze_trunk(model: keras.Model, convolutions: int) -> list[str]:
     """Make the first ``convolutions`` convolutions of the trunk (and the batch norms that
     follow them, which then keep their statistics) untrainable and every other layer
     trainable (a parent saved with frozen layers is thawed first); their names."""
-    for layer in model.layers:
+    layers = {layer.name: layer for layer in model.layers}
+    for layer in layers.values():
         layer.trainable = True
     names = [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, keras.layers.Conv2D) and layer.name != CLASSIFIER
+        name
+        for name, layer in layers.items()
+        if isinstance(layer, keras.layers.Conv2D) and name != CLASSIFIER
     ][:convolutions]
     for name in names:
-        model.get_layer(name).trainable = False
-        if any(layer.name == f"{name}_bn" for layer in model.layers):
-            model.get_layer(f"{name}_bn").trainable = False
+        for frozen in (name, f"{name}_bn"):
+            if frozen in layers:
+                layers[frozen].trainable = False
     return names
 
 
