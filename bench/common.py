@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench/train_neu.py",
     "bench/pipeline.py",
     "bench/serving.py",
+    "bench/needle.py",
 )
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless")
 
