@@ -144,6 +144,46 @@ def verify_cache(paths: Sequence[Path]) -> None:
 # --- datasets ---------------------------------------------------------------------------
 
 
+def _affine(
+    n: tf.Tensor, height: int, width: int, aug: Augmentation, generator: tf.random.Generator
+) -> tf.Tensor:
+    """[N, 8] projective transforms: flips, rotation, zoom and shift about the centre."""
+    ones = tf.ones([n])
+    turn = aug.rotation * 2 * math.pi
+    theta = generator.uniform([n], -turn, turn) if aug.rotation else 0 * ones
+    shift_x = generator.uniform([n], -aug.shift, aug.shift) * width if aug.shift else 0 * ones
+    shift_y = generator.uniform([n], -aug.shift, aug.shift) * height if aug.shift else 0 * ones
+    flip_x = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
+    flip_y = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
+    # Sampling the input at 1/scale of the distance: the content grows by ``scale``.
+    inverse = tf.pow(2.0, generator.uniform([n], -aug.zoom, aug.zoom)) if aug.zoom else ones
+    # Output pixel p samples input pixel c + R(theta)·F·(p - c)/scale - shift, F = diag(flips).
+    cos, sin = tf.cos(theta) * inverse, tf.sin(theta) * inverse
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+    offset_x = cx - a0 * cx - a1 * cy - shift_x
+    offset_y = cy - b0 * cx - b1 * cy - shift_y
+    return tf.stack([a0, a1, offset_x, b0, b1, offset_y, 0 * ones, 0 * ones], axis=1)
+
+
+def _photometric(pixels: tf.Tensor, aug: Augmentation, generator: tf.random.Generator) -> tf.Tensor:
+    """Brightness ±``brightness``·255 and contrast ×[1 ± ``contrast``] about each image's
+    mean, in one expression."""
+    if not (aug.brightness or aug.contrast):
+        return pixels
+    n = tf.shape(pixels)[0]
+    delta = (
+        generator.uniform([n, 1, 1, 1], -aug.brightness * 255, aug.brightness * 255)
+        if aug.brightness
+        else 0.0
+    )
+    factor = (
+        generator.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast) if aug.contrast else 1.0
+    )
+    mean = tf.reduce_mean(pixels, axis=[1, 2], keepdims=True)
+    return (pixels - mean) * factor + mean + delta
+
+
 def augment_batch(
     images: tf.Tensor, aug: Augmentation, generator: tf.random.Generator
 ) -> tf.Tensor:
@@ -159,55 +199,15 @@ def augment_batch(
     (measured in bench/pipeline.py, see BENCHMARKS.md).
     """
     height, width = int(images.shape[1]), int(images.shape[2])
-    n = tf.shape(images)[0]
-    ones = tf.ones([n])
-    turn = aug.rotation * 2 * math.pi
-    theta = generator.uniform([n], -turn, turn) if aug.rotation else 0 * ones
-    shift_x = generator.uniform([n], -aug.shift, aug.shift) * width if aug.shift else 0 * ones
-    shift_y = generator.uniform([n], -aug.shift, aug.shift) * height if aug.shift else 0 * ones
-    flip_x = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
-    flip_y = tf.where(generator.uniform([n]) < 0.5, -ones, ones) if aug.flip else ones
-    # Sampling the input at 1/scale of the distance: the content grows by ``scale``.
-    inverse = tf.pow(2.0, generator.uniform([n], -aug.zoom, aug.zoom)) if aug.zoom else ones
-    # Output pixel p samples input pixel c + R(theta)·F·(p - c)/scale - shift, F = diag(flips).
-    cos, sin = tf.cos(theta) * inverse, tf.sin(theta) * inverse
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
-    transforms = tf.stack(
-        [
-            a0,
-            a1,
-            cx - a0 * cx - a1 * cy - shift_x,
-            b0,
-            b1,
-            cy - b0 * cx - b1 * cy - shift_y,
-            0 * ones,
-            0 * ones,
-        ],
-        axis=1,
-    )
     pixels = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(images, tf.float32),
-        transforms=transforms,
+        transforms=_affine(tf.shape(images)[0], height, width, aug, generator),
         output_shape=[height, width],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
-    if aug.brightness or aug.contrast:
-        delta = (
-            generator.uniform([n, 1, 1, 1], -aug.brightness * 255, aug.brightness * 255)
-            if aug.brightness
-            else 0.0
-        )
-        factor = (
-            generator.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast)
-            if aug.contrast
-            else 1.0
-        )
-        mean = tf.reduce_mean(pixels, axis=[1, 2], keepdims=True)
-        pixels = (pixels - mean) * factor + mean + delta
-    return tf.clip_by_value(pixels, 0.0, 255.0)
+    return tf.clip_by_value(_photometric(pixels, aug, generator), 0.0, 255.0)
 
 
 def _decoded(paths: Sequence[Path], labels: Sequence[int], spec: InputSpec) -> tf.data.Dataset:
