@@ -3,9 +3,11 @@ operating threshold, export, and check the export.
 
 Imported only by the train worker (and benchmarks and tests), never by the API or
 ingest processes. :mod:`inspector.training_data` decides what to train on; this module
-turns that into a fitted, exported, self-checked set of files. A run whose model stayed
-at chance on its own training images fails ("the model did not learn") and publishes
-nothing.
+turns that into a fitted, exported, self-checked set of files. Where the line has good
+parts, the fit also teaches the trunk where synthetic defects drawn into them are
+(:mod:`inspector.synthetic_defects`); the exported model is the classifier alone. A run
+whose model stayed at chance on its own training images fails ("the model did not
+learn") and publishes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inspector import export, modeling, pipeline_data, registry, thresholds
+from inspector import export, modeling, pipeline_data, registry, synthetic_defects, thresholds
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
@@ -87,7 +89,14 @@ def _model(store: ObjectStore, config: TrainConfig, data: TrainingData, work_dir
     return model
 
 
-def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> None:
+def _pastes(config: TrainConfig, data: TrainingData) -> bool:
+    """Whether this run pastes synthetic defects (it needs good parts to paste into)."""
+    return bool(data.good) and config.synthetic_defects > 0
+
+
+def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> keras.Model:
+    """The model that ``fit`` trains: ``model`` itself, or ``model`` with the synthetic
+    defects' cell output beside its classes (the layers are shared)."""
     plan = data.plan
     schedule: Any = plan.learning_rate
     if config.lr_schedule == "cosine":
@@ -98,11 +107,25 @@ def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> Non
             warmup_steps=plan.steps_per_epoch * min(2, plan.epochs - 1),
             alpha=0.01,
         )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
+    optimizer = keras.optimizers.Adam(schedule)
+    if not _pastes(config, data):
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+        return model
+    good = [c in data.good for c in data.classes]
+    trained = synthetic_defects.training_model(model)
+    trained.compile(
+        optimizer=optimizer,
+        loss={
+            synthetic_defects.PROBABILITIES: synthetic_defects.class_loss(good),
+            synthetic_defects.ANOMALY: synthetic_defects.cell_loss,
+        },
+        metrics={synthetic_defects.PROBABILITIES: [synthetic_defects.class_accuracy(good)]},
     )
+    return trained
 
 
 def _fit(
@@ -125,6 +148,13 @@ def _fit(
         seed=config.seed,
     )
     val_ds = _eval_dataset(validation, data) if validation else None
+    if _pastes(config, data):
+        cell = synthetic_defects.feature_cell(model)
+        good = [c in data.good for c in data.classes]
+        train_ds = synthetic_defects.with_targets(
+            train_ds, good, rate=config.synthetic_defects, cell=cell, seed=config.seed
+        )
+        val_ds = synthetic_defects.without_cells(val_ds, cell) if val_ds is not None else None
     guard = DivergenceGuard(config.divergence_factor)
     callbacks = [
         ProgressCallback(progress, plan.epochs, plan.steps_per_epoch),
@@ -229,9 +259,9 @@ def fit_and_export(
     heldout = _split(store, data.heldout, index, cache_dir) if data.heldout else None
     with distribution_strategy().scope():
         model = _model(store, config, data, work_dir)
-        _compile(model, config, data)
+        trained = _compile(model, config, data)
     history, seconds = _fit(
-        model, config, data, train, validation, progress, work_dir / "tensorboard"
+        trained, config, data, train, validation, progress, work_dir / "tensorboard"
     )
     epochs_run = len(history.get("loss", []))
     learned = _check_learned(model, train, data, epochs_run)

@@ -5,6 +5,8 @@ Small images (32 px) and few epochs: the point is behaviour, not accuracy record
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import pytest
@@ -61,6 +63,13 @@ def test_a_run_publishes_a_complete_version(trained):
     assert version["good_classes"] == ["ok"] and version["head"] == "class_maps"
     point = version["operating_point"]
     assert 0 < point["threshold"] <= 0.5 and point["rule"] == "few_defects" and point["note"]
+    # The line has a good class, so the trunk also learnt where pasted synthetic defects
+    # are (inspector.synthetic_defects); the class accuracy counts those parts as defects.
+    history = json.loads(
+        store.get_bytes(registry.version_prefix(result["version"]) + "history.json")
+    )
+    assert {"anomaly_loss", "probabilities_accuracy", "val_loss"} <= set(history)
+    assert all(math.isfinite(v) for v in history["anomaly_loss"])
 
 
 def test_the_same_run_twice_trains_once(trained, tmp_path):

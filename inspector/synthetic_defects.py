@@ -1,0 +1,185 @@
+"""Synthetic defects pasted into good training parts, with where they are: a dense signal
+that teaches the trunk what a defect a few pixels across looks like.
+
+A defect one cell of 400 wide, labelled only for the whole image, is a needle: through
+the class maps' pooling its one cell gets 1/400 of the gradient, and a few hundred
+augmented steps from scratch find it by chance or not at all (BENCHMARKS.md, "Why the
+small defects are not learnt"). So while it trains, the model also answers a question
+whose answer it is told cell by cell: into a share of the good parts of each batch a
+generic defect is drawn — a dot or a short stroke (a capsule of random length, width,
+angle and place), darker or brighter than the part by 1-4 times its spread — and a 1×1
+convolution on the trunk's features (``anomaly``, used only in training) learns which
+cells hold it. Those parts leave the class loss (they are no longer good parts); the
+parts of defect classes leave the cell loss (nobody knows where their defect is). The
+exported model is the classifier alone: what the trunk learnt is in its features, which
+the class maps then only have to weigh.
+
+Nothing here is chosen per line: the same shapes for every line, in units of the part's
+own spread (the scale :class:`inspector.modeling.Standardize` gives the network).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from inspector.modeling import FEATURES
+
+ANOMALY = "anomaly"
+PROBABILITIES = "probabilities"
+IGNORE = -1.0  # a cell target the cell loss skips
+PASTED = -1  # the class target of a good part with a pasted defect: a defect, not which
+MAX_HALF_LENGTH = 30.0  # px: strokes up to 60 px long
+RADIUS = (0.6, 3.5)  # px, log-uniform: from a hair to a pit a few pixels across
+AMPLITUDE = (1.0, 4.0)  # × (the part's spread + Standardize's floor)
+FLOOR = 8.0
+
+
+def _capsules(n: tf.Tensor, height: int, width: int, generator: tf.random.Generator) -> tf.Tensor:
+    """[N, height, width] coverage (0-1, antialiased) of one random capsule per image: half
+    are dots (length 0), half strokes up to 2·MAX_HALF_LENGTH long."""
+    cx = generator.uniform([n, 1, 1], 0.0, float(width))
+    cy = generator.uniform([n, 1, 1], 0.0, float(height))
+    angle = generator.uniform([n, 1, 1], 0.0, math.pi)
+    stroke = tf.cast(generator.uniform([n, 1, 1]) < 0.5, tf.float32)
+    half = stroke * generator.uniform([n, 1, 1], 2.0, MAX_HALF_LENGTH)
+    radius = tf.exp(generator.uniform([n, 1, 1], math.log(RADIUS[0]), math.log(RADIUS[1])))
+    xs = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :] + 0.5 - cx
+    ys = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis] + 0.5 - cy
+    along = xs * tf.cos(angle) + ys * tf.sin(angle)
+    across = -xs * tf.sin(angle) + ys * tf.cos(angle)
+    beyond = along - tf.clip_by_value(along, -half, half)
+    distance = tf.sqrt(beyond**2 + across**2)
+    return tf.clip_by_value(radius + 0.5 - distance, 0.0, 1.0)
+
+
+def _on_part(images: tf.Tensor, coverage: tf.Tensor) -> tf.Tensor:
+    """[N] whether the capsule lies on the part, not on a letterbox bar (black canvas)."""
+    brightness = tf.reduce_mean(images, axis=-1)
+    inside = tf.reduce_sum(coverage * brightness, axis=[1, 2])
+    return inside > tf.reduce_sum(coverage, axis=[1, 2])  # above 1 grey level on average
+
+
+def cell_targets(coverage: tf.Tensor, pasted: tf.Tensor, cell: int) -> tf.Tensor:
+    """[N, height/cell, width/cell]: 1 where a cell is at least half covered by a pasted
+    defect, :data:`IGNORE` beside such a cell (the trunk sees across cell borders), else 0."""
+    covered = tf.nn.max_pool2d(coverage[..., tf.newaxis], cell, cell, "VALID")[..., 0]
+    hit = tf.cast(covered >= 0.5, tf.float32) * tf.cast(pasted, tf.float32)[:, None, None]
+    near = tf.nn.max_pool2d(hit[..., tf.newaxis], 3, 1, "SAME")[..., 0]
+    return tf.where((near > 0) & (hit == 0), IGNORE, hit)
+
+
+def paste(
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    good: tf.Tensor,
+    generator: tf.random.Generator,
+    *,
+    rate: float,
+    cell: int,
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """One augmented batch (float32 [N, H, W, C], 0-255; int labels; ``good`` a bool per
+    class) → images with defects pasted into about ``rate`` of the good parts, and the
+    targets of the two outputs: the labels, :data:`PASTED` where a defect was pasted, and
+    each cell's target."""
+    n = tf.shape(images)[0]
+    height, width = int(images.shape[1]), int(images.shape[2])
+    coverage = _capsules(n, height, width, generator)
+    is_good = tf.gather(good, labels)
+    chosen = is_good & (generator.uniform([n]) < rate) & _on_part(images, coverage)
+    spread = tf.math.reduce_std(images, axis=[1, 2, 3])
+    sign = tf.where(generator.uniform([n]) < 0.5, -1.0, 1.0)
+    amplitude = sign * generator.uniform([n], *AMPLITUDE) * (spread + FLOOR)
+    amplitude *= tf.cast(chosen, tf.float32)
+    pasted = tf.clip_by_value(
+        images + (amplitude[:, None, None] * coverage)[..., tf.newaxis], 0.0, 255.0
+    )
+    cells = cell_targets(coverage, chosen, cell)
+    cells = tf.where(is_good[:, None, None], cells, IGNORE)
+    classes = tf.where(chosen, tf.constant(PASTED, labels.dtype), labels)
+    return pasted, {PROBABILITIES: classes, ANOMALY: cells}
+
+
+def class_loss(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Cross-entropy per image: −log P(its class), and for a part with a pasted defect
+    −log P(defect), the sum over the defect classes (it is defective; which defect it is,
+    nobody knows)."""
+    defect = tf.constant([0.0 if g else 1.0 for g in good])
+
+    def loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        p = tf.clip_by_value(probabilities, 1e-7, 1.0)
+        known = tf.gather(p, tf.maximum(labels, 0), batch_dims=1)
+        p_defect = tf.clip_by_value(tf.reduce_sum(p * defect, axis=-1), 1e-7, 1.0)
+        return -tf.math.log(tf.where(labels >= 0, known, p_defect))
+
+    return loss
+
+
+def class_accuracy(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """1 per image judged its class (a part with a pasted defect: judged any defect)."""
+    defect = tf.constant([not g for g in good])
+
+    def accuracy(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        right = tf.where(labels >= 0, predicted == labels, tf.gather(defect, predicted))
+        return tf.cast(right, tf.float32)
+
+    return accuracy
+
+
+def cell_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy of the anomaly logits, the mean over defect cells and the mean
+    over clean cells weighed equally (a batch holds a few defect cells among thousands);
+    :data:`IGNORE` cells are skipped. 0 when no cell counts."""
+    logits = tf.reshape(logits, tf.shape(targets))
+    positive = tf.cast(targets > 0.5, tf.float32)
+    negative = tf.cast(tf.equal(targets, 0.0), tf.float32)
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(positive, logits)
+
+    def mean(mask: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(mask * loss) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+    return 0.5 * (mean(positive) + mean(negative))
+
+
+def training_model(model: keras.Model) -> keras.Model:
+    """``model`` with a second output: the anomaly logits of each feature cell (a new 1×1
+    convolution on :data:`inspector.modeling.FEATURES`); the layers are shared."""
+    features = model.get_layer(FEATURES).output
+    anomaly = keras.layers.Conv2D(1, 1, name=ANOMALY)(features)
+    return keras.Model(model.inputs, {PROBABILITIES: model.outputs[0], ANOMALY: anomaly})
+
+
+def feature_cell(model: keras.Model) -> int:
+    """The side, in canvas pixels, of one cell of the model's feature map."""
+    height = int(model.inputs[0].shape[1])
+    return height // int(model.get_layer(FEATURES).output.shape[1])
+
+
+def with_targets(
+    ds: tf.data.Dataset, good: list[bool], *, rate: float, cell: int, seed: int
+) -> tf.data.Dataset:
+    """A training stream of (images, labels) batches → pasted images with both outputs'
+    targets."""
+    generator = tf.random.Generator.from_seed(seed + 7919)
+    flags = tf.constant(good)
+    return ds.map(
+        lambda images, labels: paste(images, labels, flags, generator, rate=rate, cell=cell),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def without_cells(ds: tf.data.Dataset, cell: int) -> tf.data.Dataset:
+    """Validation (images, labels) batches with every cell ignored: the class loss only."""
+
+    def targets(images: tf.Tensor, labels: tf.Tensor):
+        shape = tf.shape(images)
+        cells = tf.fill([shape[0], shape[1] // cell, shape[2] // cell], IGNORE)
+        return images, {PROBABILITIES: labels, ANOMALY: cells}
+
+    return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
