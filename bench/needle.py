@@ -15,7 +15,10 @@ many steps each setting took to reach 80 % against the first one (the baseline).
 
 The learning rate is constant here (the product warms up for two epochs and then decays
 it along a cosine), so the numbers say which rates can find the defect at all, not what
-a whole run reaches.
+a whole run reaches. It trains the classifier alone, without the product's synthetic
+defects (``inspector.synthetic_defects``, on by default since): its needles are drawn much
+as those are, so with them it would test the pastes against themselves. What they give on
+the simulated line is in BENCHMARKS.md ("Synthetic defects teach the small ones").
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""Synthetic defects pasted into good training parts, with where they are: a dense signal
-that teaches the trunk what a defect a few pixels across looks like.
+"""Synthetic defects drawn into twins of good training parts, with where they are: a
+dense signal that teaches the trunk what a defect a few pixels across looks like.
 
 A defect one cell of 400 wide, labelled only for the whole image, is a needle: through
 the class maps' pooling its one cell gets 1/400 of the gradient, and a few hundred
 augmented steps from scratch find it by chance or not at all (BENCHMARKS.md, "Why the
 small defects are not learnt"). So while it trains, the model also answers a question
-whose answer it is told cell by cell: into a share of the good parts of each batch a
-generic defect is drawn — a dot or a short stroke (a capsule of random length, width,
-angle and place), darker or brighter than the part by 1-4 times its spread — and a 1×1
-convolution on the trunk's features (``anomaly``, used only in training) learns which
-cells hold it. Those parts leave the class loss (they are no longer good parts); the
-parts of defect classes leave the cell loss (nobody knows where their defect is). The
-exported model is the classifier alone: what the trunk learnt is in its features, which
-the class maps then only have to weigh.
+whose answer it is told cell by cell. Beside a share of the good parts of each batch goes
+a twin of the part with a generic defect drawn in — a dot or a short stroke (a capsule
+of random length, width, angle and place), darker or brighter than the part by 1-4
+times its spread — and a 1×1 convolution on the trunk's features (``anomaly``, used only
+in training) learns which cells hold it. A twin is not a good part: the class loss asks
+the model to call it defective, of whichever defect class, so "unlike a good part" means
+"not ok" from the first step; the clean part stays in the batch, so the good class keeps
+its share. The parts of defect classes leave the cell loss (nobody knows where their
+defect is). The exported model is the classifier alone: what the trunk learnt is in its
+features, which the class maps then only have to weigh.
 
 Nothing here is chosen per line: the same shapes for every line, in units of the part's
 own spread (the scale :class:`inspector.modeling.Standardize` gives the network).
@@ -82,9 +84,14 @@ def paste(
     cell: int,
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """One augmented batch (float32 [N, H, W, C], 0-255; int labels; ``good`` a bool per
-    class) → images with defects pasted into about ``rate`` of the good parts, and the
-    targets of the two outputs: the labels, :data:`PASTED` where a defect was pasted, and
-    each cell's target."""
+    class) → the batch as it was, followed by a twin of about ``rate`` of its good parts
+    with a defect drawn in; and the targets of the two outputs: the labels (:data:`PASTED`
+    for a twin) and each cell's target.
+
+    The clean part stays in the batch beside its twin, so the good class keeps its share
+    of every batch (with the twins in its place, the few clean good parts left taught the
+    model to call everything defective) and the network sees the very same part with and
+    without the defect."""
     n = tf.shape(images)[0]
     height, width = int(images.shape[1]), int(images.shape[2])
     coverage = _capsules(n, height, width, generator)
@@ -93,14 +100,23 @@ def paste(
     spread = tf.math.reduce_std(images, axis=[1, 2, 3])
     sign = tf.where(generator.uniform([n]) < 0.5, -1.0, 1.0)
     amplitude = sign * generator.uniform([n], *AMPLITUDE) * (spread + FLOOR)
-    amplitude *= tf.cast(chosen, tf.float32)
-    pasted = tf.clip_by_value(
-        images + (amplitude[:, None, None] * coverage)[..., tf.newaxis], 0.0, 255.0
+    picked = tf.reshape(tf.where(chosen), [-1])
+    coverage = tf.gather(coverage, picked)
+    twins = (
+        tf.gather(images, picked)
+        + (tf.gather(amplitude, picked)[:, None, None] * coverage)[..., tf.newaxis]
     )
-    cells = cell_targets(coverage, chosen, cell)
-    cells = tf.where(is_good[:, None, None], cells, IGNORE)
-    classes = tf.where(chosen, tf.constant(PASTED, labels.dtype), labels)
-    return pasted, {PROBABILITIES: classes, ANOMALY: cells}
+    clean = tf.zeros([n, height // cell, width // cell])
+    cells = tf.concat(
+        [
+            tf.where(is_good[:, None, None], clean, IGNORE),
+            cell_targets(coverage, tf.ones_like(picked, tf.bool), cell),
+        ],
+        axis=0,
+    )
+    classes = tf.concat([labels, tf.fill(tf.shape(picked), tf.constant(PASTED, labels.dtype))], 0)
+    batch = tf.concat([images, tf.clip_by_value(twins, 0.0, 255.0)], axis=0)
+    return batch, {PROBABILITIES: classes, ANOMALY: cells}
 
 
 def class_loss(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

@@ -1,6 +1,6 @@
-"""Synthetic defects pasted into good training parts: only good parts get one, the pasted
-parts leave the class loss, the cells that hold a defect are the ones marked, and the cell
-loss counts only what it is told about."""
+"""Synthetic defects drawn into twins of good training parts: only good parts get a twin,
+the clean part stays, a twin is a defect to the class loss, the cells that hold its
+defect are the ones marked, and the cell loss counts only what it is told about."""
 
 from __future__ import annotations
 
@@ -30,21 +30,23 @@ def _parts(n: int, value: float = 120.0) -> np.ndarray:
     return (value + rng.normal(0, 6, (n, 64, 96, 1))).clip(0, 255).astype(np.float32)
 
 
-def test_every_good_part_gets_one_defect_and_is_then_a_defect_of_no_known_class():
+def test_every_good_part_gets_a_twin_with_one_defect_that_is_a_defect_of_no_known_class():
     images = _parts(16)
     labels = [0] * 8 + [1] * 8
     out, cells, classes = _paste(images, labels)
-    changed = np.abs(out - images).max(axis=(1, 2, 3)) > 1
-    assert changed[:8].all() and not changed[8:].any()
-    assert classes.tolist() == [PASTED] * 8 + [1] * 8
-    assert (cells[8:] == IGNORE).all()  # nobody knows where a real defect is
+    assert out.shape == (24, 64, 96, 1)
+    np.testing.assert_array_equal(out[:16], images)  # the batch as it was, clean parts kept
+    assert classes.tolist() == labels + [PASTED] * 8
+    assert (cells[:8] == 0).all()  # the clean good parts: no defect anywhere
+    assert (cells[8:16] == IGNORE).all()  # nobody knows where a real defect is
     for k in range(8):
-        assert (cells[k] == 1).any(), k
+        twin = out[16 + k, ..., 0]
+        diff = np.abs(twin - images[k, ..., 0]) > 1  # the twin of good part k
+        assert diff.any() and (cells[16 + k] == 1).any(), k
         # The marked cells are where the pixels changed.
-        diff = np.abs(out[k, ..., 0] - images[k, ..., 0]) > 1
         blocks = diff.reshape(4, CELL, 6, CELL).any(axis=(1, 3))
-        assert blocks[cells[k] == 1].all(), k
-        assert not blocks[cells[k] == 0].any(), k
+        assert blocks[cells[16 + k] == 1].all(), k
+        assert not blocks[cells[16 + k] == 0].any(), k
 
 
 def test_at_rate_zero_nothing_changes_and_every_good_cell_is_clean():
@@ -55,16 +57,17 @@ def test_at_rate_zero_nothing_changes_and_every_good_cell_is_clean():
     assert classes.tolist() == [0] * 4 + [1] * 4
 
 
-def test_no_defect_is_pasted_onto_a_letterbox_bar():
+def test_no_defect_is_drawn_onto_a_letterbox_bar():
     out, cells, classes = _paste(np.zeros((8, 64, 96, 1), np.float32), [0] * 8)
-    assert not out.any()
+    assert out.shape[0] == 8 and not out.any()
     assert (cells == 0).all() and (classes == 0).all()
 
 
 def test_the_defects_are_dots_and_strokes_of_both_polarities():
     images = _parts(64)
     out, _, _ = _paste(images, [0] * 64, seed=5)
-    diff = out[..., 0] - images[..., 0]
+    assert out.shape[0] == 128
+    diff = out[64:, ..., 0] - images[..., 0]
     darker = (diff < -1).any(axis=(1, 2)) & ~(diff > 1).any(axis=(1, 2))
     brighter = (diff > 1).any(axis=(1, 2)) & ~(diff < -1).any(axis=(1, 2))
     area = (np.abs(diff) > 1).sum(axis=(1, 2))
