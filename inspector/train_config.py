@@ -74,8 +74,8 @@ class TrainConfig(BaseModel):
     # Log-sum-exp sharpness of the defect classes' pooling (1: near the mean; 20: near
     # the maximum over the class map).
     pooling_sharpness: float = Field(4.0, gt=0, le=100)
-    # The share of good training parts that get a synthetic defect drawn in, whose cells
-    # the trunk learns to find and which the classes must call defective
+    # The share of good training parts that get a twin with a synthetic defect drawn in,
+    # whose cells the trunk learns to find and which the classes must call defective
     # (inspector.synthetic_defects); 0: off. No effect on a line without a good class.
     synthetic_defects: float = Field(0.5, ge=0, le=1)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)

@@ -88,7 +88,12 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path)
     root, first = trained
     store = copy_store(root, tmp_path)
     fill_store(store, 120, mix={"crack": 1.0}, seed=12, size=48)
-    second = run(store, tmp_path)  # parent: production (version 1)
+    # Without synthetic defects: on these 48-px parts a feature cell is a third of the part,
+    # and with them this warm start forgot pits in one suite run of two (0.68 against the
+    # 0.70 floor). What they do to a warm start at camera resolution is not measured yet
+    # (BENCHMARKS.md, "Synthetic defects teach the small ones").
+    config = FAST.model_copy(update={"synthetic_defects": 0.0})
+    second = run(store, tmp_path, config)  # parent: production (version 1)
     assert second["state"] == "succeeded", second
     old, new = (
         registry.get_version(store, first["version"]),
