@@ -34,6 +34,7 @@ CLASSIFIER = "classifier"
 FEATURES = "features"
 POOLING = "class_pooling"
 DEFAULT_SHARPNESS = 4.0
+STANDARDIZE_FLOOR = 8.0  # Standardize: (x − mean) / (std + this), on the 0-255 scale
 
 
 class ModelError(InspectorError):
@@ -71,7 +72,7 @@ class Standardize(keras.layers.Layer):
     telling defects from the surface instead (measured on the simulator's parts, whose
     light and colour vary: 35 % → 99 % held-out accuracy in 600 steps, BENCHMARKS.md)."""
 
-    def __init__(self, floor: float = 8.0, **kwargs: Any):
+    def __init__(self, floor: float = STANDARDIZE_FLOOR, **kwargs: Any):
         super().__init__(**kwargs)
         self.floor = float(floor)
 

@@ -28,16 +28,15 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from inspector.modeling import FEATURES
+from inspector.modeling import FEATURES, STANDARDIZE_FLOOR
 
 ANOMALY = "anomaly"
 PROBABILITIES = "probabilities"
 IGNORE = -1.0  # a cell target the cell loss skips
-PASTED = -1  # the class target of a good part with a pasted defect: a defect, not which
+PASTED = -1  # the class target of a twin: a defect, not which
 MAX_HALF_LENGTH = 30.0  # px: strokes up to 60 px long
 RADIUS = (0.6, 3.5)  # px, log-uniform: from a hair to a pit a few pixels across
 AMPLITUDE = (1.0, 4.0)  # × (the part's spread + Standardize's floor)
-FLOOR = 8.0
 
 
 def _capsules(n: tf.Tensor, height: int, width: int, generator: tf.random.Generator) -> tf.Tensor:
@@ -65,11 +64,11 @@ def _on_part(images: tf.Tensor, coverage: tf.Tensor) -> tf.Tensor:
     return inside > tf.reduce_sum(coverage, axis=[1, 2])  # above 1 grey level on average
 
 
-def cell_targets(coverage: tf.Tensor, pasted: tf.Tensor, cell: int) -> tf.Tensor:
-    """[N, height/cell, width/cell]: 1 where a cell is at least half covered by a pasted
+def cell_targets(coverage: tf.Tensor, cell: int) -> tf.Tensor:
+    """[N, height/cell, width/cell]: 1 where a cell is at least half covered by the drawn
     defect, :data:`IGNORE` beside such a cell (the trunk sees across cell borders), else 0."""
     covered = tf.nn.max_pool2d(coverage[..., tf.newaxis], cell, cell, "VALID")[..., 0]
-    hit = tf.cast(covered >= 0.5, tf.float32) * tf.cast(pasted, tf.float32)[:, None, None]
+    hit = tf.cast(covered >= 0.5, tf.float32)
     near = tf.nn.max_pool2d(hit[..., tf.newaxis], 3, 1, "SAME")[..., 0]
     return tf.where((near > 0) & (hit == 0), IGNORE, hit)
 
@@ -99,7 +98,7 @@ def paste(
     chosen = is_good & (generator.uniform([n]) < rate) & _on_part(images, coverage)
     spread = tf.math.reduce_std(images, axis=[1, 2, 3])
     sign = tf.where(generator.uniform([n]) < 0.5, -1.0, 1.0)
-    amplitude = sign * generator.uniform([n], *AMPLITUDE) * (spread + FLOOR)
+    amplitude = sign * generator.uniform([n], *AMPLITUDE) * (spread + STANDARDIZE_FLOOR)
     picked = tf.reshape(tf.where(chosen), [-1])
     coverage = tf.gather(coverage, picked)
     twins = (
@@ -110,7 +109,7 @@ def paste(
     cells = tf.concat(
         [
             tf.where(is_good[:, None, None], clean, IGNORE),
-            cell_targets(coverage, tf.ones_like(picked, tf.bool), cell),
+            cell_targets(coverage, cell),
         ],
         axis=0,
     )
@@ -120,7 +119,7 @@ def paste(
 
 
 def class_loss(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """Cross-entropy per image: −log P(its class), and for a part with a pasted defect
+    """Cross-entropy per image: −log P(its class), and for a twin (:data:`PASTED`)
     −log P(defect), the sum over the defect classes (it is defective; which defect it is,
     nobody knows)."""
     defect = tf.constant([0.0 if g else 1.0 for g in good])
@@ -136,7 +135,7 @@ def class_loss(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tens
 
 
 def class_accuracy(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """1 per image judged its class (a part with a pasted defect: judged any defect)."""
+    """1 per image judged its class (a twin: judged any defect)."""
     defect = tf.constant([not g for g in good])
 
     def accuracy(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:

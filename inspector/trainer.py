@@ -115,7 +115,7 @@ def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> ker
             metrics=["accuracy"],
         )
         return model
-    good = [c in data.good for c in data.classes]
+    good = modeling.good_flags(model)
     trained = synthetic_defects.training_model(model)
     trained.compile(
         optimizer=optimizer,
@@ -150,9 +150,12 @@ def _fit(
     val_ds = _eval_dataset(validation, data) if validation else None
     if _pastes(config, data):
         cell = synthetic_defects.feature_cell(model)
-        good = [c in data.good for c in data.classes]
         train_ds = synthetic_defects.with_targets(
-            train_ds, good, rate=config.synthetic_defects, cell=cell, seed=config.seed
+            train_ds,
+            modeling.good_flags(model),
+            rate=config.synthetic_defects,
+            cell=cell,
+            seed=config.seed,
         )
         val_ds = synthetic_defects.without_cells(val_ds, cell) if val_ds is not None else None
     guard = DivergenceGuard(config.divergence_factor)
