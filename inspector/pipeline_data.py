@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from inspector.batch_draws import Uniform, map_batches
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import STRETCH_TOLERANCE, Augmentation, InputSpec
 from storage import NotFound, ObjectStore
@@ -145,7 +146,7 @@ def verify_cache(paths: Sequence[Path]) -> None:
 
 
 def _affine(
-    n: tf.Tensor, height: int, width: int, aug: Augmentation, generator: tf.random.Generator
+    n: tf.Tensor, height: int, width: int, aug: Augmentation, generator: Uniform
 ) -> tf.Tensor:
     """[N, 8] projective transforms: flips, rotation, zoom and shift about the centre."""
     ones = tf.ones([n])
@@ -166,7 +167,7 @@ def _affine(
     return tf.stack([a0, a1, offset_x, b0, b1, offset_y, 0 * ones, 0 * ones], axis=1)
 
 
-def _photometric(pixels: tf.Tensor, aug: Augmentation, generator: tf.random.Generator) -> tf.Tensor:
+def _photometric(pixels: tf.Tensor, aug: Augmentation, generator: Uniform) -> tf.Tensor:
     """Brightness ±``brightness``·255 and contrast ×[1 ± ``contrast``] about each image's
     mean, in one expression."""
     if not (aug.brightness or aug.contrast):
@@ -185,7 +186,7 @@ def _photometric(pixels: tf.Tensor, aug: Augmentation, generator: tf.random.Gene
 
 
 def augment_batch(
-    images: tf.Tensor, aug: Augmentation, generator: tf.random.Generator
+    images: tf.Tensor, aug: Augmentation, generator: Uniform
 ) -> tf.Tensor:
     """Augment a batch of uint8 [N, height, width, C] images; float32 0-255 out.
 
@@ -249,11 +250,7 @@ def _augmented(
 ) -> tf.data.Dataset:
     if augmentation is not None and augmentation.enabled:
         aug = augmentation
-        generator = tf.random.Generator.from_seed(seed)
-        ds = ds.map(
-            lambda images, y: (augment_batch(images, aug, generator), y),
-            num_parallel_calls=AUTOTUNE,
-        )
+        ds = map_batches(ds, seed, lambda draws, images, y: (augment_batch(images, aug, draws), y))
     else:
         ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from inspector.batch_draws import Uniform, map_batches
 from inspector.modeling import FEATURES, STANDARDIZE_FLOOR
 
 ANOMALY = "anomaly"
@@ -39,7 +40,7 @@ RADIUS = (0.6, 3.5)  # px, log-uniform: from a hair to a pit a few pixels across
 AMPLITUDE = (1.0, 4.0)  # × (the part's spread + Standardize's floor)
 
 
-def _capsules(n: tf.Tensor, height: int, width: int, generator: tf.random.Generator) -> tf.Tensor:
+def _capsules(n: tf.Tensor, height: int, width: int, generator: Uniform) -> tf.Tensor:
     """[N, height, width] coverage (0-1, antialiased) of one random capsule per image: half
     are dots (length 0), half strokes up to 2·MAX_HALF_LENGTH long."""
     cx = generator.uniform([n, 1, 1], 0.0, float(width))
@@ -77,7 +78,7 @@ def paste(
     images: tf.Tensor,
     labels: tf.Tensor,
     good: tf.Tensor,
-    generator: tf.random.Generator,
+    generator: Uniform,
     *,
     rate: float,
     cell: int,
@@ -181,11 +182,11 @@ def with_targets(
 ) -> tf.data.Dataset:
     """A training stream of (images, labels) batches → pasted images with both outputs'
     targets."""
-    generator = tf.random.Generator.from_seed(seed + 7919)
     flags = tf.constant(good)
-    return ds.map(
-        lambda images, labels: paste(images, labels, flags, generator, rate=rate, cell=cell),
-        num_parallel_calls=tf.data.AUTOTUNE,
+    return map_batches(
+        ds,
+        seed + 7919,
+        lambda draws, images, labels: paste(images, labels, flags, draws, rate=rate, cell=cell),
     ).prefetch(tf.data.AUTOTUNE)
 
 
