@@ -185,9 +185,7 @@ def _photometric(pixels: tf.Tensor, aug: Augmentation, generator: Uniform) -> tf
     return (pixels - mean) * factor + mean + delta
 
 
-def augment_batch(
-    images: tf.Tensor, aug: Augmentation, generator: Uniform
-) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, aug: Augmentation, generator: Uniform) -> tf.Tensor:
     """Augment a batch of uint8 [N, height, width, C] images; float32 0-255 out.
 
     Flips (both axes), rotation ±``rotation``·2π, a scale of 2^±``zoom`` about the centre

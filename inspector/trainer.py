@@ -36,6 +36,15 @@ from storage import ObjectStore
 log = logging.getLogger(__name__)
 
 LEARNED_FRACTION = 0.25  # of the way from chance to perfect, on the training images
+# A warm start has learnt a class new to its parent when it recalls this share of the
+# class's own training images (unaugmented); below it the run starts again from scratch.
+NEW_CLASS_RECALL = 0.8
+
+
+class NewClassesNotLearnt(TrainingFailed):
+    """A warm start fitted, but did not learn the classes its head grew for."""
+
+    code = "new_classes_not_learnt"
 
 
 @dataclass
@@ -227,6 +236,19 @@ def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs
     return {"balanced_accuracy": round(balanced, 5), "recall": recalls}
 
 
+def _check_new_classes(recalls: dict[str, float], data: TrainingData) -> None:
+    """:class:`NewClassesNotLearnt` when a warm start recalls fewer than NEW_CLASS_RECALL
+    of the training images of a class new to its parent."""
+    missed = {c: recalls[c] for c in data.new_classes if recalls.get(c, 1.0) < NEW_CLASS_RECALL}
+    if missed:
+        per_class = ", ".join(f"{name} {recall:.0%}" for name, recall in missed.items())
+        raise NewClassesNotLearnt(
+            f"the warm start from version {data.parent} did not learn its new classes: it "
+            f"recalls {per_class} of their own training images (at least "
+            f"{NEW_CLASS_RECALL:.0%} is needed)",
+        )
+
+
 def _operating_point(
     model: keras.Model, validation: _Split | None, data: TrainingData, config: TrainConfig
 ) -> thresholds.OperatingPoint:
@@ -268,6 +290,7 @@ def fit_and_export(
     )
     epochs_run = len(history.get("loss", []))
     learned = _check_learned(model, train, data, epochs_run)
+    _check_new_classes(learned["recall"], data)
     point = _operating_point(model, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {

@@ -12,6 +12,7 @@ that version instead of training again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector import datasets, records, registry, training_data
 from inspector.errors import InspectorError
@@ -34,6 +35,9 @@ from inspector.train_config import (  # noqa: F401  re-exported: the run's confi
     plan_training,
 )
 from storage import NotFound, ObjectStore
+
+if TYPE_CHECKING:
+    from inspector.trainer import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +248,6 @@ def train_version(
     progress: Progress,
 ) -> dict[str, Any]:
     """Train, export and publish one model version; returns its document."""
-    from inspector import trainer  # TensorFlow: only here, in the train worker
-
     progress({"phase": "snapshot"})
     snapshot = datasets.take_snapshot(store, by=f"run:{run_id}", policy=config.split_policy)
     parent_number = _resolve_parent(store, parent)
@@ -255,10 +257,7 @@ def train_version(
     if existing is not None:
         log.info("run key %s already produced version %d: returning it", key, existing)
         return registry.get_version(store, existing)
-    data = training_data.select(store, snapshot, parent_doc, config)
-    outcome = trainer.fit_and_export(
-        store, config, data, cache_dir=cache_dir, work_dir=work_dir, progress=progress
-    )
+    data, outcome = _fit(store, snapshot, parent_doc, config, cache_dir, work_dir, progress)
     progress({"phase": "publishing"})
     number = registry.claim_version_number(store)
     doc = {
@@ -286,6 +285,42 @@ def train_version(
         **outcome.summary,
     }
     return registry.publish_version(store, number, outcome.files, doc)
+
+
+def _fit(
+    store: ObjectStore,
+    snapshot: datasets.Snapshot,
+    parent_doc: dict[str, Any] | None,
+    config: TrainConfig,
+    cache_dir: Path,
+    work_dir: Path,
+    progress: Progress,
+) -> tuple[training_data.TrainingData, Outcome]:
+    """The run's data and fitted, exported model: a warm start from ``parent_doc`` where
+    it can be one; where the warm start did not learn the classes new to its parent, the
+    same run again from scratch on every training image (and the version says why)."""
+    from inspector import trainer  # TensorFlow: only here, in the train worker
+
+    data = training_data.select(store, snapshot, parent_doc, config)
+    try:
+        return data, trainer.fit_and_export(
+            store, config, data, cache_dir=cache_dir, work_dir=work_dir, progress=progress
+        )
+    except trainer.NewClassesNotLearnt as exc:
+        if data.parent is None:
+            raise
+        note = f"{exc.message}: trained from scratch on every labelled image instead"
+        log.warning(note)
+        progress({"phase": "restarting", "reason": note})
+    data = dataclasses.replace(
+        training_data.select(store, snapshot, None, config),
+        note="; ".join(n for n in (data.note, note) if n),
+    )
+    scratch = work_dir / "from-scratch"
+    scratch.mkdir()
+    return data, trainer.fit_and_export(
+        store, config, data, cache_dir=cache_dir, work_dir=scratch, progress=progress
+    )
 
 
 def eta_seconds(elapsed: float, done: int, total: int) -> float | None:

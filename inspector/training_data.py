@@ -47,6 +47,8 @@ class TrainingData:
     new_images: int
     replayed: int
     note: str = ""
+    # A warm start's classes that its parent did not know (its head grew for them).
+    new_classes: tuple[str, ...] = ()
 
 
 def warm_startable(parent_doc: dict[str, Any] | None) -> tuple[bool, str]:
@@ -204,4 +206,5 @@ def select(
         new_images=new,
         replayed=replayed,
         note=note,
+        new_classes=tuple(classes[len(parent_doc["classes"]) :]) if warm and parent_doc else (),
     )

@@ -76,6 +76,21 @@ def test_the_defects_are_dots_and_strokes_of_both_polarities():
     assert area.max() >= 100  # a stroke tens of pixels long
 
 
+def test_a_share_of_the_shapes_are_soft_blobs_larger_than_any_dot():
+    generator = tf.random.Generator.from_seed(11)
+    coverage, blob = synthetic_defects._shapes(tf.constant(400), 160, 200, generator)
+    coverage, blob = coverage.numpy(), blob.numpy()
+    assert abs(blob.mean() - synthetic_defects.BLOB_SHARE) < 0.08
+    area = (coverage > 0).sum(axis=(1, 2))
+    soft = ((coverage > 0) & (coverage < 1)).sum(axis=(1, 2))
+    whole = area > 0
+    low, high = synthetic_defects.BLOB_RADIUS
+    # A blob's edge is soft over half its radius (an antialiased disc's over one pixel).
+    assert (soft[blob & whole] >= 0.5 * area[blob & whole]).all()
+    assert area[blob].max() <= np.pi * high**2 * 1.6 * 1.1
+    assert np.median(area[blob & whole]) > np.pi * low**2
+
+
 @pytest.mark.parametrize(
     ("targets", "logits", "expected"),
     [

@@ -6,6 +6,7 @@ Small images (32 px) and few epochs: the point is behaviour, not accuracy record
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 
@@ -109,6 +110,30 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path)
     old_accuracy = old["heldout"]["accuracy"]
     for label in ("ok", "pit", "scratch"):
         assert per_class[label] >= old_accuracy - 0.25, (label, per_class, old_accuracy)
+
+
+def test_a_warm_start_that_does_not_learn_its_new_class_trains_from_scratch(
+    trained, tmp_path, caplog
+):
+    root, first = trained
+    store = copy_store(root, tmp_path)
+    fill_store(store, 120, mix={"crack": 1.0}, seed=12, size=48)
+    # One step at a learning rate that moves nothing: the new class keeps the low bias
+    # a grown head gives it, and no crack is recalled.
+    config = FAST.model_copy(
+        update={"fine_tune_epochs": 1, "fine_tune_min_steps": 1, "fine_tune_learning_rate": 1e-9}
+    )
+    with caplog.at_level(logging.WARNING, logger="inspector.training"):
+        second = run(store, tmp_path, config)
+    assert second["state"] == "succeeded", second
+    doc = registry.get_version(store, second["version"])
+    assert doc["parent_version"] is None
+    assert doc["classes"] == ["crack", "ok", "pit", "scratch"]  # a fresh head, sorted
+    assert doc["data"]["train"] == sum(doc["data"]["snapshot_counts"]["train"].values())
+    assert f"warm start from version {first['version']} did not learn" in doc["note"]
+    assert "crack 0%" in doc["note"] and "from scratch" in doc["note"]
+    assert any("did not learn its new classes" in r.getMessage() for r in caplog.records)
+    assert "crack" in doc["training"]["learned"]["recall"]  # the scratch run's own check
 
 
 def _heldout_accuracy_by_class(store, version, tmp_path):
