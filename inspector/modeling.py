@@ -32,6 +32,8 @@ from inspector.model_input import InputSpec
 
 CLASSIFIER = "classifier"
 FEATURES = "features"
+# A grown head starts each new class this far below the lowest old bias (logits).
+NEW_CLASS_BIAS_GAP = 4.0
 POOLING = "class_pooling"
 DEFAULT_SHARPNESS = 4.0
 STANDARDIZE_FLOOR = 8.0  # Standardize: (x − mean) / (std + this), on the 0-255 scale
@@ -223,7 +225,7 @@ def grow_head(
     added = len(new_classes) - len(old_classes)
     rng = np.random.default_rng(0)
     extra = rng.normal(0, kernel.std() or 0.01, (*kernel.shape[:-1], added)).astype(kernel.dtype)
-    new_bias = np.concatenate([bias, np.full(added, bias.min() - 4.0, bias.dtype)])
+    new_bias = np.concatenate([bias, np.full(added, bias.min() - NEW_CLASS_BIAS_GAP, bias.dtype)])
     grown.get_layer(CLASSIFIER).set_weights([np.concatenate([kernel, extra], axis=-1), new_bias])
     return grown
 

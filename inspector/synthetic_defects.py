@@ -8,10 +8,11 @@ small defects are not learnt"). So while it trains, the model also answers a que
 whose answer it is told cell by cell. Beside a share of the good parts of each batch goes
 a twin of the part with a generic defect drawn in — a dot or a short stroke (a capsule
 of random length, width, angle and place), darker or brighter than the part by 1-4
-times its spread, or for a third of the twins a soft blob 4-16 px in radius (a stain, a
-dent) at 0.7-2.5 times — and a 1×1 convolution on the trunk's features (``anomaly``,
-used only in training) learns which cells hold it. A twin is not a good part: the class loss asks
-the model to call it defective, of whichever defect class, so "unlike a good part" means
+times its spread, or, where the run asks for them (``synthetic_blobs``), for a share of
+the twins a soft blob 4-16 px in radius (a stain, a dent) at 0.7-2.5 times — and a 1×1
+convolution on the trunk's features (``anomaly``, used only in training) learns which
+cells hold it. A twin is not a good part: the class loss asks the model to call it
+defective, of whichever defect class, so "unlike a good part" means
 "not ok" from the first step; the clean part stays in the batch, so the good class keeps
 its share. The parts of defect classes leave the cell loss (nobody knows where their
 defect is). The exported model is the classifier alone: what the trunk learnt is in its
@@ -39,8 +40,7 @@ PASTED = -1  # the class target of a twin: a defect, not which
 MAX_HALF_LENGTH = 30.0  # px: strokes up to 60 px long
 RADIUS = (0.6, 3.5)  # px, log-uniform: from a hair to a pit a few pixels across
 AMPLITUDE = (1.0, 4.0)  # × (the part's spread + Standardize's floor)
-# A share of the twins get a soft blob instead: a stain or a dent, larger and fainter.
-BLOB_SHARE = 1 / 3
+# A share of the twins (``blobs``) may get a soft blob instead: a stain or a dent.
 BLOB_RADIUS = (4.0, 16.0)  # px, log-uniform
 BLOB_AMPLITUDE = (0.7, 2.5)  # × (the part's spread + Standardize's floor)
 
@@ -50,26 +50,29 @@ def _log_uniform(generator: Uniform, n: tf.Tensor, bounds: tuple[float, float]) 
 
 
 def _shapes(
-    n: tf.Tensor, height: int, width: int, generator: Uniform
+    n: tf.Tensor, height: int, width: int, generator: Uniform, blobs: float = 0.0
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """[N, height, width] coverage (0-1, antialiased) of one random shape per image, and
-    [N] whether it is a blob. Of the others, half are dots (length 0), half strokes up to
-    2·MAX_HALF_LENGTH long; a blob is a soft ellipse with a flat core."""
+    [N] whether it is a blob (a share ``blobs`` of them). Of the others, half are dots
+    (length 0), half strokes up to 2·MAX_HALF_LENGTH long; a blob is a soft ellipse with
+    a flat core."""
     cx = generator.uniform([n, 1, 1], 0.0, float(width))
     cy = generator.uniform([n, 1, 1], 0.0, float(height))
     angle = generator.uniform([n, 1, 1], 0.0, math.pi)
     stroke = tf.cast(generator.uniform([n, 1, 1]) < 0.5, tf.float32)
     half = stroke * generator.uniform([n, 1, 1], 2.0, MAX_HALF_LENGTH)
     radius = _log_uniform(generator, n, RADIUS)
-    blob = generator.uniform([n, 1, 1]) < BLOB_SHARE
-    blob_radius = _log_uniform(generator, n, BLOB_RADIUS)
-    aspect = generator.uniform([n, 1, 1], 1.0, 1.6)
     xs = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :] + 0.5 - cx
     ys = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis] + 0.5 - cy
     along = xs * tf.cos(angle) + ys * tf.sin(angle)
     across = -xs * tf.sin(angle) + ys * tf.cos(angle)
     beyond = along - tf.clip_by_value(along, -half, half)
     capsule = tf.clip_by_value(radius + 0.5 - tf.sqrt(beyond**2 + across**2), 0.0, 1.0)
+    if blobs <= 0:  # no draws for blobs: the batches are those measured without them
+        return capsule, tf.zeros([n], tf.bool)
+    blob = generator.uniform([n, 1, 1]) < blobs
+    blob_radius = _log_uniform(generator, n, BLOB_RADIUS)
+    aspect = generator.uniform([n, 1, 1], 1.0, 1.6)
     ellipse = tf.sqrt((along / (blob_radius * aspect)) ** 2 + (across / blob_radius) ** 2)
     soft = tf.clip_by_value(2.0 * (1.0 - ellipse), 0.0, 1.0)
     return tf.where(blob, soft, capsule), tf.reshape(blob, [n])
@@ -99,6 +102,7 @@ def paste(
     *,
     rate: float,
     cell: int,
+    blobs: float = 0.0,
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """One augmented batch (float32 [N, H, W, C], 0-255; int labels; ``good`` a bool per
     class) → the batch as it was, followed by a twin of about ``rate`` of its good parts
@@ -111,13 +115,15 @@ def paste(
     without the defect."""
     n = tf.shape(images)[0]
     height, width = int(images.shape[1]), int(images.shape[2])
-    coverage, blob = _shapes(n, height, width, generator)
+    coverage, blob = _shapes(n, height, width, generator, blobs)
     is_good = tf.gather(good, labels)
     chosen = is_good & (generator.uniform([n]) < rate) & _on_part(images, coverage)
     spread = tf.math.reduce_std(images, axis=[1, 2, 3])
     sign = tf.where(generator.uniform([n]) < 0.5, -1.0, 1.0)
-    low, high = (tf.where(blob, b, a) for a, b in zip(AMPLITUDE, BLOB_AMPLITUDE, strict=True))
-    amplitude = sign * (low + (high - low) * generator.uniform([n])) * (spread + STANDARDIZE_FLOOR)
+    times = generator.uniform([n], *AMPLITUDE)
+    if blobs > 0:
+        times = tf.where(blob, generator.uniform([n], *BLOB_AMPLITUDE), times)
+    amplitude = sign * times * (spread + STANDARDIZE_FLOOR)
     picked = tf.reshape(tf.where(chosen), [-1])
     coverage = tf.gather(coverage, picked)
     twins = (
@@ -196,7 +202,13 @@ def feature_cell(model: keras.Model) -> int:
 
 
 def with_targets(
-    ds: tf.data.Dataset, good: list[bool], *, rate: float, cell: int, seed: int
+    ds: tf.data.Dataset,
+    good: list[bool],
+    *,
+    rate: float,
+    cell: int,
+    seed: int,
+    blobs: float = 0.0,
 ) -> tf.data.Dataset:
     """A training stream of (images, labels) batches → pasted images with both outputs'
     targets."""
@@ -204,7 +216,9 @@ def with_targets(
     return map_batches(
         ds,
         seed + 7919,
-        lambda draws, images, labels: paste(images, labels, flags, draws, rate=rate, cell=cell),
+        lambda draws, images, labels: paste(
+            images, labels, flags, draws, rate=rate, cell=cell, blobs=blobs
+        ),
     ).prefetch(tf.data.AUTOTUNE)
 
 

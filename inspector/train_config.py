@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     # whose cells the trunk learns to find and which the classes must call defective
     # (inspector.synthetic_defects); 0: off. No effect on a line without a good class.
     synthetic_defects: float = Field(0.5, ge=0, le=1)
+    # The share of those twins whose defect is a soft blob 4-16 px in radius (a stain)
+    # instead of a dot or a stroke. 1/3 taught sim-small's stains (50 % -> 94 % of its
+    # training stains) but raised KolektorSDD's false rejects from 2 % to 19 %: off by
+    # default (BENCHMARKS.md, "Reproducible runs, stains and the warm start that falls back").
+    synthetic_blobs: float = Field(0.0, ge=0, le=1)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)
     min_images_per_class: int = Field(5, ge=1)
     heldout_fraction: float = Field(0.2, gt=0, lt=1)

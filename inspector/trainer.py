@@ -163,6 +163,7 @@ def _fit(
             train_ds,
             modeling.good_flags(model),
             rate=config.synthetic_defects,
+            blobs=config.synthetic_blobs,
             cell=cell,
             seed=config.seed,
         )

@@ -78,9 +78,10 @@ def test_the_defects_are_dots_and_strokes_of_both_polarities():
 
 def test_a_share_of_the_shapes_are_soft_blobs_larger_than_any_dot():
     generator = tf.random.Generator.from_seed(11)
-    coverage, blob = synthetic_defects._shapes(tf.constant(400), 160, 200, generator)
+    coverage, blob = synthetic_defects._shapes(tf.constant(400), 160, 200, generator, 1 / 3)
     coverage, blob = coverage.numpy(), blob.numpy()
-    assert abs(blob.mean() - synthetic_defects.BLOB_SHARE) < 0.08
+    assert abs(blob.mean() - 1 / 3) < 0.08
+    assert not synthetic_defects._shapes(tf.constant(50), 160, 200, generator)[1].numpy().any()
     area = (coverage > 0).sum(axis=(1, 2))
     soft = ((coverage > 0) & (coverage < 1)).sum(axis=(1, 2))
     whole = area > 0
