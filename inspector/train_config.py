@@ -83,6 +83,11 @@ class TrainConfig(BaseModel):
     # training stains) but raised KolektorSDD's false rejects from 2 % to 19 %: off by
     # default (BENCHMARKS.md, "Reproducible runs, stains and the warm start that falls back").
     synthetic_blobs: float = Field(0.0, ge=0, le=1)
+    # A warm start that recalls fewer than this share of the (unaugmented) training images
+    # of a class new to its parent trains again from scratch in the same run; 0: off. 0.8
+    # with synthetic_blobs=0.33 lifted sim-small's day 2 from 75 % to 91 %, 0.8 alone
+    # lowered it to 60 %: off by default (BENCHMARKS.md, the section named above).
+    new_class_recall: float = Field(0.0, ge=0, le=1)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)
     min_images_per_class: int = Field(5, ge=1)
     heldout_fraction: float = Field(0.2, gt=0, lt=1)

@@ -7,7 +7,9 @@ turns that into a fitted, exported, self-checked set of files. Where the line ha
 parts, the fit also teaches the trunk where synthetic defects drawn into them are
 (:mod:`inspector.synthetic_defects`); the exported model is the classifier alone. A run
 whose model stayed at chance on its own training images fails ("the model did not
-learn") and publishes nothing.
+learn") and publishes nothing; a warm start that did not learn a class new to its parent
+(``new_class_recall``) raises :class:`NewClassesNotLearnt`, on which
+:mod:`inspector.training` trains again from scratch.
 """
 
 from __future__ import annotations
@@ -36,9 +38,6 @@ from storage import ObjectStore
 log = logging.getLogger(__name__)
 
 LEARNED_FRACTION = 0.25  # of the way from chance to perfect, on the training images
-# A warm start has learnt a class new to its parent when it recalls this share of the
-# class's own training images (unaugmented); below it the run starts again from scratch.
-NEW_CLASS_RECALL = 0.8
 
 
 class NewClassesNotLearnt(TrainingFailed):
@@ -237,16 +236,16 @@ def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs
     return {"balanced_accuracy": round(balanced, 5), "recall": recalls}
 
 
-def _check_new_classes(recalls: dict[str, float], data: TrainingData) -> None:
-    """:class:`NewClassesNotLearnt` when a warm start recalls fewer than NEW_CLASS_RECALL
-    of the training images of a class new to its parent."""
-    missed = {c: recalls[c] for c in data.new_classes if recalls.get(c, 1.0) < NEW_CLASS_RECALL}
+def _check_new_classes(recalls: dict[str, float], data: TrainingData, needed: float) -> None:
+    """:class:`NewClassesNotLearnt` when a warm start recalls fewer than ``needed`` of the
+    training images of a class new to its parent."""
+    missed = {c: recalls[c] for c in data.new_classes if recalls.get(c, 1.0) < needed}
     if missed:
         per_class = ", ".join(f"{name} {recall:.0%}" for name, recall in missed.items())
         raise NewClassesNotLearnt(
             f"the warm start from version {data.parent} did not learn its new classes: it "
             f"recalls {per_class} of their own training images (at least "
-            f"{NEW_CLASS_RECALL:.0%} is needed)",
+            f"{needed:.0%} is needed)",
         )
 
 
@@ -291,7 +290,7 @@ def fit_and_export(
     )
     epochs_run = len(history.get("loss", []))
     learned = _check_learned(model, train, data, epochs_run)
-    _check_new_classes(learned["recall"], data)
+    _check_new_classes(learned["recall"], data, config.new_class_recall)
     point = _operating_point(model, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {

@@ -121,7 +121,12 @@ def test_a_warm_start_that_does_not_learn_its_new_class_trains_from_scratch(
     # One step at a learning rate that moves nothing: the new class keeps the low bias
     # a grown head gives it, and no crack is recalled.
     config = FAST.model_copy(
-        update={"fine_tune_epochs": 1, "fine_tune_min_steps": 1, "fine_tune_learning_rate": 1e-9}
+        update={
+            "fine_tune_epochs": 1,
+            "fine_tune_min_steps": 1,
+            "fine_tune_learning_rate": 1e-9,
+            "new_class_recall": 0.8,
+        }
     )
     with caplog.at_level(logging.WARNING, logger="inspector.training"):
         second = run(store, tmp_path, config)
