@@ -80,8 +80,9 @@ class TrainConfig(BaseModel):
     synthetic_defects: float = Field(0.5, ge=0, le=1)
     # The share of those twins whose defect is a soft blob 4-16 px in radius (a stain)
     # instead of a dot or a stroke. 1/3 taught sim-small's stains (50 % -> 94 % of its
-    # training stains) but raised KolektorSDD's false rejects from 14 % to 19 % (gate failed): off by
-    # default (BENCHMARKS.md, "Reproducible runs, stains and the warm start that falls back").
+    # training stains) but raised KolektorSDD's false rejects from 14 % to 19 % (gate
+    # failed): off by default (BENCHMARKS.md, "Reproducible runs, stains and the warm
+    # start that falls back").
     synthetic_blobs: float = Field(0.0, ge=0, le=1)
     # A warm start that recalls fewer than this share of the (unaugmented) training images
     # of a class new to its parent trains again from scratch in the same run; 0: off. 0.8
