@@ -8,7 +8,7 @@ parts, the fit also teaches the trunk where synthetic defects drawn into them ar
 (:mod:`inspector.synthetic_defects`); the exported model is the classifier alone. A run
 whose model stayed at chance on its own training images fails ("the model did not
 learn") and publishes nothing; a warm start that did not learn a class new to its parent
-(``new_class_recall``) raises :class:`NewClassesNotLearnt`, on which
+(``new_class_recall``) raises :class:`inspector.learnt.NewClassesNotLearnt`, on which
 :mod:`inspector.training` trains again from scratch.
 """
 
@@ -26,7 +26,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inspector import export, modeling, pipeline_data, registry, synthetic_defects, thresholds
+from inspector import (
+    export,
+    learnt,
+    modeling,
+    pipeline_data,
+    registry,
+    synthetic_defects,
+    thresholds,
+)
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
@@ -36,14 +44,6 @@ from inspector.training_data import TrainingData
 from storage import ObjectStore
 
 log = logging.getLogger(__name__)
-
-LEARNED_FRACTION = 0.25  # of the way from chance to perfect, on the training images
-
-
-class NewClassesNotLearnt(TrainingFailed):
-    """A warm start fitted, but did not learn the classes its head grew for."""
-
-    code = "new_classes_not_learnt"
 
 
 @dataclass
@@ -209,8 +209,8 @@ def _predict(model: keras.Model, split: _Split, data: TrainingData) -> np.ndarra
 
 
 def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs: int) -> dict:
-    """Balanced accuracy on (up to 64 per class of) the training images, unaugmented;
-    :class:`TrainingFailed` when it is too close to chance."""
+    """Recall per class on (up to 64 per class of) the training images, unaugmented,
+    judged by :func:`inspector.learnt.check` (which raises where the run did not learn)."""
     keep = [i for c in np.unique(train.labels) for i in np.flatnonzero(train.labels == c)[:64]]
     sample = _Split(
         [train.entries[i] for i in keep], [train.paths[i] for i in keep], train.labels[keep]
@@ -220,33 +220,7 @@ def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs
         data.classes[c]: float((predicted[sample.labels == c] == c).mean())
         for c in np.unique(sample.labels)
     }
-    balanced = float(np.mean(list(recalls.values())))
-    chance = 1 / len(recalls)
-    needed = chance + LEARNED_FRACTION * (1 - chance)
-    if balanced < needed:
-        per_class = ", ".join(f"{name} {recall:.0%}" for name, recall in recalls.items())
-        raise TrainingFailed(
-            f"the model did not learn: after {epochs} epochs it tells the classes apart on "
-            f"{balanced:.0%} of its own training images (balanced accuracy; chance is "
-            f"{chance:.0%}, at least {needed:.0%} is needed; per class: {per_class}). "
-            "Check the labels, label more images of the rare classes, or make the defects "
-            "visible at the model's input (image_size); no version was created",
-            code="did_not_learn",
-        )
-    return {"balanced_accuracy": round(balanced, 5), "recall": recalls}
-
-
-def _check_new_classes(recalls: dict[str, float], data: TrainingData, needed: float) -> None:
-    """:class:`NewClassesNotLearnt` when a warm start recalls fewer than ``needed`` of the
-    training images of a class new to its parent."""
-    missed = {c: recalls[c] for c in data.new_classes if recalls.get(c, 1.0) < needed}
-    if missed:
-        per_class = ", ".join(f"{name} {recall:.0%}" for name, recall in missed.items())
-        raise NewClassesNotLearnt(
-            f"the warm start from version {data.parent} did not learn its new classes: it "
-            f"recalls {per_class} of their own training images (at least "
-            f"{needed:.0%} is needed)",
-        )
+    return learnt.check(recalls, epochs)
 
 
 def _operating_point(
@@ -290,7 +264,7 @@ def fit_and_export(
     )
     epochs_run = len(history.get("loss", []))
     learned = _check_learned(model, train, data, epochs_run)
-    _check_new_classes(learned["recall"], data, config.new_class_recall)
+    learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
     point = _operating_point(model, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {

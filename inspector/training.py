@@ -299,14 +299,14 @@ def _fit(
     """The run's data and fitted, exported model: a warm start from ``parent_doc`` where
     it can be one; where the warm start did not learn the classes new to its parent, the
     same run again from scratch on every training image (and the version says why)."""
-    from inspector import trainer  # TensorFlow: only here, in the train worker
+    from inspector import learnt, trainer  # TensorFlow: only here, in the train worker
 
     data = training_data.select(store, snapshot, parent_doc, config)
     try:
         return data, trainer.fit_and_export(
             store, config, data, cache_dir=cache_dir, work_dir=work_dir, progress=progress
         )
-    except trainer.NewClassesNotLearnt as exc:
+    except learnt.NewClassesNotLearnt as exc:
         if data.parent is None:
             raise
         note = f"{exc.message}: trained from scratch on every labelled image instead"
