@@ -177,7 +177,9 @@ def test_bad_data_fails_the_run_clearly_and_creates_no_version(tmp_path, prepare
     if prepare == "corrupt_cache":
         # The first run fills the cache (and trains); then a cached file rots on disk.
         assert (
-            run(store, tmp_path, config=FAST.model_copy(update={"epochs": 1}))["state"]
+            run(store, tmp_path, config=FAST.model_copy(update={"epochs": 1, "min_steps": 1}))[
+                "state"
+            ]
             == "succeeded"
         )
         cached = next(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
