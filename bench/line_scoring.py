@@ -5,7 +5,10 @@ their true classes, as a plant would judge them.
 - false-reject rate: good parts judged defective, over the good parts;
 - recall per class (the label had to be right: a crack judged "pit" is not recalled);
 - defect-map peak: for parts with a defect mask, whether the map's highest point on the
-  image lies inside the mask dilated by 16 pixels.
+  image lies inside the mask dilated by 16 pixels;
+- the ranking apart from the threshold: AUROC of P(defect), good against defective, and
+  the false-reject rate the same verdicts would have had at the highest threshold that
+  lets no defective part pass (so a bad threshold and a bad ranking can be told apart).
 
 No TensorFlow.
 """
@@ -50,6 +53,21 @@ def peak_in_mask(item: Item, verdict: dict[str, Any], spec: InputSpec) -> bool |
     return bool(dilated[row, col])
 
 
+def ranking(judged: Sequence[Judged], good: str) -> dict[str, float | None]:
+    """AUROC of P(defect) and the false-reject rate at the threshold that passes no
+    defective part (None where a side is empty or a verdict has no P(defect))."""
+    p_good = [j.verdict.get("p_defect") for j in judged if j.item.label == good]
+    p_bad = [j.verdict.get("p_defect") for j in judged if j.item.label != good]
+    if not p_good or not p_bad or None in p_good or None in p_bad:
+        return {"auroc": None, "false_reject_at_no_escape": None}
+    goods, bads = np.asarray(p_good, float), np.asarray(p_bad, float)
+    wins = (bads[:, None] > goods[None, :]).sum() + 0.5 * (bads[:, None] == goods[None, :]).sum()
+    return {
+        "auroc": round(float(wins) / (len(bads) * len(goods)), 4),
+        "false_reject_at_no_escape": round(float((goods >= bads.min()).mean()), 4),
+    }
+
+
 def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[str, Any]:
     """Escape and false-reject rates, accuracy, recall per class and map peaks."""
     defective = [j for j in judged if j.item.label != good]
@@ -89,6 +107,7 @@ def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[s
                 ).items()
             )
         ),
+        **ranking(judged, good),
         "map_peak_in_mask": round(sum(peaks) / masked, 4) if masked else None,
         "maps_missing": masked - len(peaks),
     }

@@ -116,6 +116,8 @@ def _row(mode: str, day: dict[str, Any]) -> dict[str, Any]:
         "escape": held.get("escape_rate"),
         "false_reject": held.get("false_reject_rate"),
         "accuracy": held.get("accuracy"),
+        "auroc": held.get("auroc"),
+        "fr_at_no_escape": held.get("false_reject_at_no_escape"),
         "map_peak": held.get("map_peak_in_mask"),
         "forgetting_max": worst,
         "gate": "blessed" if run["blessed"] else ("failed" if run["state"] == "succeeded" else "-"),

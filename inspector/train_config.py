@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inspector.datasets import SplitPolicy
 
@@ -59,6 +59,13 @@ class TrainConfig(BaseModel):
     # Batch-norm statistics lag in the first epochs, when the validation loss of a still
     # uniform model can look best: early stopping watches only from this epoch on.
     early_stopping_from_epoch: int = Field(10, ge=0)
+    # Which weights a run keeps (inspector.trainer_callbacks.EarlyStop): the best epoch's
+    # by validation loss, or the last epoch's unless the run stopped early.
+    keep_weights: Literal["best_epoch", "last"] = "best_epoch"
+    # The optimizer's exponential moving average of the weights, which replaces them at
+    # the end of the run (Keras' use_ema); 0: off. Only with keep_weights="last": the
+    # best epoch is judged on the raw weights.
+    ema_momentum: float = Field(0.0, ge=0, lt=1)
     learning_rate: float = Field(2e-3, gt=0, le=1)
     # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
     # of it over the remaining epochs; constant: no schedule.
@@ -99,6 +106,15 @@ class TrainConfig(BaseModel):
     tflite_quantize: bool = True
     warmup_images: int = Field(8, ge=1, le=64)
     divergence_factor: float = Field(20.0, gt=1)
+
+    @model_validator(mode="after")
+    def _averaged_weights_are_kept(self) -> TrainConfig:
+        if self.ema_momentum > 0 and self.keep_weights != "last":
+            raise ValueError(
+                "ema_momentum needs keep_weights='last': the best epoch is judged on the "
+                "raw weights, not on their average"
+            )
+        return self
 
     @property
     def split_policy(self) -> SplitPolicy:

@@ -38,7 +38,7 @@ from inspector import (
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
-from inspector.trainer_callbacks import DivergenceGuard, ProgressCallback
+from inspector.trainer_callbacks import DivergenceGuard, EarlyStop, ProgressCallback
 from inspector.training import Progress, TrainingFailed
 from inspector.training_data import TrainingData
 from storage import ObjectStore
@@ -115,7 +115,9 @@ def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> ker
             warmup_steps=plan.steps_per_epoch * min(2, plan.epochs - 1),
             alpha=0.01,
         )
-    optimizer = keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.Adam(
+        schedule, use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99
+    )
     if not _pastes(config, data):
         model.compile(
             optimizer=optimizer,
@@ -171,10 +173,10 @@ def _fit(
     callbacks = [
         ProgressCallback(progress, plan.epochs, plan.steps_per_epoch),
         guard,
-        keras.callbacks.EarlyStopping(
+        EarlyStop(
+            config.keep_weights,
             monitor="val_loss" if val_ds is not None else "loss",
             patience=config.patience,
-            restore_best_weights=True,
             start_from_epoch=min(config.early_stopping_from_epoch, plan.epochs - 1),
         ),
         keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False),

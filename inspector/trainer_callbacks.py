@@ -1,5 +1,5 @@
-"""Keras callbacks of a training run: progress for the CLI and console, and a guard that
-stops a run whose loss diverges."""
+"""Keras callbacks of a training run: progress for the CLI and console, a guard that
+stops a run whose loss diverges, and early stopping that says which weights it kept."""
 
 from __future__ import annotations
 
@@ -83,3 +83,36 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.reason = f"the training loss grew from {self.first:.3g} to {loss:.3g}: diverged"
         if self.reason:
             self.model.stop_training = True
+
+
+class EarlyStop(keras.callbacks.EarlyStopping):
+    """Early stopping on the validation loss that says which weights the run keeps.
+
+    ``keep="best_epoch"``: the weights of the epoch with the lowest monitored loss (from
+    ``start_from_epoch`` on), whether or not the run stopped early. ``keep="last"``: the
+    last epoch's weights when the run went its whole schedule (the cosine decay ends
+    there, at 1 % of the learning rate), the best epoch's only when it stopped early.
+    """
+
+    def __init__(self, keep: str, **kwargs: Any) -> None:
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.keep = keep
+        self.kept_epoch: int | None = None
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.keep == "last" and not self.stopped_epoch:
+            self.best_weights = None
+            log.info("kept the last epoch's weights (the run went its whole schedule)")
+            return
+        if self.best_weights is not None:
+            self.kept_epoch = self.best_epoch + 1
+            log.info(
+                "kept the weights of epoch %d, the lowest %s (%.5f)%s",
+                self.best_epoch + 1,
+                self.monitor,
+                self.best,
+                f"; stopped early after epoch {self.stopped_epoch + 1}"
+                if self.stopped_epoch
+                else "",
+            )
+        super().on_train_end(logs)
