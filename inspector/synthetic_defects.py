@@ -8,8 +8,8 @@ small defects are not learnt"). So while it trains, the model also answers a que
 whose answer it is told cell by cell. Beside a share of the good parts of each batch goes
 a twin of the part with a generic defect drawn in — a dot or a short stroke (a capsule
 of random length, width, angle and place), darker or brighter than the part by 1-4
-times its spread, or, where the run asks for them (``synthetic_blobs``), for a share of
-the twins a soft blob 4-16 px in radius (a stain, a dent) at 0.7-2.5 times — and a 1×1
+times its spread, or, for a share of the twins (``synthetic_blobs``, a third by
+default), a soft blob 4-16 px in radius (a stain, a dent) at 0.7-2.5 times — and a 1×1
 convolution on the trunk's features (``anomaly``, used only in training) learns which
 cells hold it. A twin is not a good part: the class loss asks the model to call it
 defective, of whichever defect class, so "unlike a good part" means

@@ -92,8 +92,9 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path)
     # Without synthetic defects: on these 48-px parts a feature cell is a third of the part,
     # and with them this warm start forgot pits in one suite run of two (0.68 against the
     # 0.70 floor). What they do to a warm start at camera resolution is not measured yet
-    # (BENCHMARKS.md, "Synthetic defects teach the small ones").
-    config = FAST.model_copy(update={"synthetic_defects": 0.0})
+    # (BENCHMARKS.md, "Synthetic defects teach the small ones"). The fallback to a run
+    # from scratch is off: this test is about what the warm start itself keeps and learns.
+    config = FAST.model_copy(update={"synthetic_defects": 0.0, "new_class_recall": 0.0})
     second = run(store, tmp_path, config)  # parent: production (version 1)
     assert second["state"] == "succeeded", second
     old, new = (
@@ -175,14 +176,12 @@ def test_bad_data_fails_the_run_clearly_and_creates_no_version(tmp_path, prepare
         record = records.read_record(store, ids[0])
         store.put_bytes(record.raw_key, store.get_bytes(record.raw_key)[:-50] + bytes(50))
     if prepare == "corrupt_cache":
-        # The first run fills the cache (and trains); then a cached file rots on disk.
-        assert (
-            run(store, tmp_path, config=FAST.model_copy(update={"epochs": 1, "min_steps": 1}))[
-                "state"
-            ]
-            == "succeeded"
-        )
-        cached = next(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+        # The first run fills the cache before it trains (one step: whether that step
+        # learns anything does not matter here); then a cached file rots on disk.
+        run(store, tmp_path, config=FAST.model_copy(update={"epochs": 1, "min_steps": 1}))
+        files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert len(files) >= 30, files
+        cached = files[0]
         cached.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
         records.append_label(store, ids[1], "pit", "alice")  # a new snapshot, so a new run key
     versions_before = len(registry.list_versions(store))
