@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from bench.lines import Item
-from inspector import defect_maps
+from inspector import defect_maps, thresholds
 from inspector.defect_maps import DefectMap
 from inspector.model_input import InputSpec
 
@@ -54,17 +54,19 @@ def peak_in_mask(item: Item, verdict: dict[str, Any], spec: InputSpec) -> bool |
 
 
 def ranking(judged: Sequence[Judged], good: str) -> dict[str, float | None]:
-    """AUROC of P(defect) and the false-reject rate at the threshold that passes no
-    defective part (None where a side is empty or a verdict has no P(defect))."""
-    p_good = [j.verdict.get("p_defect") for j in judged if j.item.label == good]
-    p_bad = [j.verdict.get("p_defect") for j in judged if j.item.label != good]
-    if not p_good or not p_bad or None in p_good or None in p_bad:
+    """AUROC of P(defect) (:func:`inspector.thresholds.curves`, as the report computes it)
+    and the false-reject rate at the threshold that passes no defective part (None where
+    a side is empty or a verdict has no P(defect))."""
+    p = [j.verdict.get("p_defect") for j in judged]
+    defective = np.asarray([j.item.label != good for j in judged], bool)
+    if None in p or defective.all() or not defective.any():
         return {"auroc": None, "false_reject_at_no_escape": None}
-    goods, bads = np.asarray(p_good, float), np.asarray(p_bad, float)
-    wins = (bads[:, None] > goods[None, :]).sum() + 0.5 * (bads[:, None] == goods[None, :]).sum()
+    scores = np.asarray(p, float)
     return {
-        "auroc": round(float(wins) / (len(bads) * len(goods)), 4),
-        "false_reject_at_no_escape": round(float((goods >= bads.min()).mean()), 4),
+        "auroc": round(thresholds.curves(scores.tolist(), defective.tolist())["auroc"], 4),
+        "false_reject_at_no_escape": round(
+            float((scores[~defective] >= scores[defective].min()).mean()), 4
+        ),
     }
 
 

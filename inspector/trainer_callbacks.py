@@ -97,7 +97,6 @@ class EarlyStop(keras.callbacks.EarlyStopping):
     def __init__(self, keep: str, **kwargs: Any) -> None:
         super().__init__(restore_best_weights=True, **kwargs)
         self.keep = keep
-        self.kept_epoch: int | None = None
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.keep == "last" and not self.stopped_epoch:
@@ -105,7 +104,6 @@ class EarlyStop(keras.callbacks.EarlyStopping):
             log.info("kept the last epoch's weights (the run went its whole schedule)")
             return
         if self.best_weights is not None:
-            self.kept_epoch = self.best_epoch + 1
             log.info(
                 "kept the weights of epoch %d, the lowest %s (%.5f)%s",
                 self.best_epoch + 1,

@@ -49,4 +49,4 @@ def test_a_run_that_goes_its_whole_schedule_keeps_what_it_is_told(keep, expected
 def test_a_run_that_stops_early_keeps_its_best_epoch_either_way(keep):
     seen, kept, stop = _fit(keep, [3.0, 1.0, 2.0, 2.5, 2.6, 2.7], patience=2)
     assert stop.stopped_epoch == 3 and len(seen) == 4
-    assert _same(kept, seen[1]) and stop.kept_epoch == 2
+    assert _same(kept, seen[1]) and stop.best_epoch == 1
