@@ -178,7 +178,10 @@ def select(
     _check_counts(
         snapshot, [c for c in classes if c in snapshot_classes], train, config.min_images_per_class
     )
-    plan = plan_training(config, len(train), fine_tune=warm)
+    # The class floor is for lines with good parts, whose defects are found among them
+    # (on NEU, every part a defect, it made the next warm start forget: BENCHMARKS.md).
+    floor_classes = len(classes) if any(c in good_names for c in classes) else 0
+    plan = plan_training(config, len(train), fine_tune=warm, classes=floor_classes)
     if warm and parent_doc is not None:
         spec = _parent_input(parent_doc, config)
     else:
@@ -188,7 +191,7 @@ def select(
             channels = 1 if _grey_in_colour(store, train) else 3
         spec = choose_input(
             shapes,
-            samples=plan.samples(config.batch_size),
+            samples=plan.budget_samples(config.batch_size),
             pixel_budget=config.pixel_budget,
             long_side=config.image_size,
             channels=channels,

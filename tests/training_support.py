@@ -15,6 +15,7 @@ FAST = TrainConfig(
     image_size=48,
     epochs=14,
     min_steps=300,
+    min_steps_per_class=0,
     fine_tune_epochs=8,
     fine_tune_min_steps=150,
     patience=14,

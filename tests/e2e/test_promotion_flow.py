@@ -50,11 +50,13 @@ def test_train_assess_approve_audit_rollback(tmp_path, redis_server, local_store
     ).start()
     trainer = ServiceProcess("train", ["worker", "train"], env, tmp_path).start()
     base_url = f"http://127.0.0.1:{port}"
-    # Fewer steps than the real-line floors (1,000 from scratch, 300 warm): enough for
-    # 32-px simulated parts to pass the shipped gate's floors, and the flow is the point.
+    # Fewer steps than the real-line floors (1,000 and 400 a class from scratch, 300 warm):
+    # enough for 32-px simulated parts to pass the shipped gate's floors; the flow is the
+    # point.
     train_args = (
         *("train", "--epochs", "8", "--image-size", "32", "--set", "patience=8"),
-        *("--set", "min_steps=400", "--set", "fine_tune_min_steps=120"),
+        *("--set", "min_steps=400", "--set", "min_steps_per_class=0"),
+        *("--set", "fine_tune_min_steps=120"),
         # The second run is a warm start whatever it learns (this test follows its version
         # through the gate and approval); the fallback to a run from scratch is tested in
         # tests/unit/test_training.py.

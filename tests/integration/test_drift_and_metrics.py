@@ -119,7 +119,13 @@ def test_a_shifted_line_raises_a_drift_alert_seen_in_the_console_and_metrics(
         assert checks["line-b"]["images"] == N and drift.alerts(store)[0]["line"] == "line-b"
         # The worker logs after it stores the check: wait for the line, not just look.
         ingest.wait_for_output("drift on line line-b: ALERT", 30)
-        runs = [r for r in training.list_runs(store) if r["requested_by"] == "drift"]
+
+        def drift_runs() -> list[dict]:
+            return [r for r in training.list_runs(store) if r["requested_by"] == "drift"]
+
+        # ... and requests the run after it logs every line: wait for the run as well.
+        wait_for(lambda: bool(drift_runs()), 30, "the drift's training run", ingest.log)
+        runs = drift_runs()
         assert [r["state"] for r in runs] == ["queued"], runs
         assert "line-b" in runs[0]["reason"] and "line-a" not in runs[0]["reason"]
 

@@ -80,10 +80,12 @@ def test_train_through_the_api_and_the_train_worker(tmp_path, redis_server, loca
                 "32",
                 "--set",
                 "patience=4",
-                # The default floor of 1,000 steps is for real lines; this test is about
-                # the processes and the progress bar, not accuracy.
+                # The default floors (1,000 steps, 400 a class) are for real lines; this
+                # test is about the processes and the progress bar, not accuracy.
                 "--set",
                 "min_steps=80",
+                "--set",
+                "min_steps_per_class=0",
                 "--reason",
                 "integration test",
             ],

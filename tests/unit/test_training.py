@@ -277,3 +277,25 @@ def test_the_nightly_schedule_is_a_cron_expression():
     )
     with pytest.raises(ValueError, match="five cron fields"):
         cron_schedule("every night")
+
+
+def test_a_first_run_trains_steps_per_class_where_the_line_has_good_parts(store):
+    """Three classes with ok, 600 steps a class: 1,800 steps at the canvas of 1,020; the
+    same parts without the good class (every part a defect, as on NEU): min_steps alone,
+    not 2 × 600."""
+    from dataclasses import replace
+
+    from inspector import training_data
+    from inspector.training import TrainConfig
+
+    snapshot = datasets.take_snapshot(store, "t")
+    config = TrainConfig(image_size=48, min_steps_per_class=600)
+    with_good = training_data.select(store, snapshot, None, config)
+    assert (with_good.plan.steps, with_good.plan.budget_steps) == (1800, 1020)
+    defects_only = replace(
+        snapshot,
+        classes=("pit", "scratch"),
+        entries=tuple(e for e in snapshot.entries if e.label != "ok"),
+    )
+    without = training_data.select(store, defects_only, None, config)
+    assert without.good == [] and without.plan.steps == 1020
