@@ -11,6 +11,7 @@ unlabelled and keep their verdicts.
 
 from __future__ import annotations
 
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from bench.line_scoring import Judged
 from bench.lines import Item
 from bench.service import Service
+from inspector.defect_maps import DefectMap
 
 CAPTURED_AT = "2026-12-01T08:00:00Z"
 TOKENS = {"camera": "dev-camera", "operator": "dev-operator", "admin": "dev-admin"}
@@ -191,11 +194,18 @@ class ServiceLine:
         raise RuntimeError(f"version {number} was not served within 5 minutes")
 
     def judge(self, items: tuple[Item, ...]) -> list[Judged]:
-        """Send the held-back parts unlabelled; their verdicts."""
+        """Send the held-back parts unlabelled; their verdicts. An upload of bytes seen
+        before answers with the verdict stored then (a camera's retry is idempotent), so a
+        part judged by an earlier version is judged again by production's ``:predict``."""
+        status = self._call("GET", "/v1/models/inspector/labels/production", role="camera")
+        serving = str(status["model_version_status"][0]["version"])
 
         def one(item: Item) -> Judged:
             answer = self._post_image(item, None)
-            verdict, url = answer.get("verdict"), answer["verdict_url"]
+            stored = answer.get("verdict")
+            if answer["duplicate"] and stored and str(stored["model_version"]) != serving:
+                return Judged(item, self._predict(item))
+            verdict, url = stored, answer["verdict_url"]
             # Only the upload's reply names the verdict's URL; the URL's replies do not.
             deadline = time.monotonic() + 120
             while verdict is None or answer.get("verdict_status") == "pending":
@@ -208,6 +218,23 @@ class ServiceLine:
 
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(one, items))
+
+    def _predict(self, item: Item) -> dict[str, Any]:
+        """Production's verdict on one image through the TF Serving-style API, in the
+        fields the upload's verdict has."""
+        image = base64.b64encode(item.path.read_bytes()).decode()
+        answer = self._call(
+            "POST",
+            "/v1/models/inspector:predict",
+            role="camera",
+            json={"instances": [{"b64": image}]},
+        )
+        row = answer["predictions"][0]
+        verdict = {key: row[key] for key in ("label", "confidence", "p_defect", "defect")}
+        verdict["model_version"] = int(answer["model_spec"]["version"])
+        if row.get("defect_map") is not None:
+            verdict["defect_map"] = DefectMap.from_grid(np.array(row["defect_map"])).to_doc()
+        return verdict
 
 
 # --- in one process, through the domain functions ----------------------------------------
