@@ -1,6 +1,8 @@
-"""What a defect map costs at serving: the product's SavedModel (probabilities, verdict and
-``defect_map``, one forward and one backward pass) against the same model exported
-without the map (one forward pass), on the same encoded images, in this process.
+"""What a defect map and the test-time flips cost at serving: the product's SavedModel
+(probabilities, verdict and ``defect_map``: one forward and one backward pass per view)
+judging by 1, 2 and 4 flipped views (``test_time_flips``; 4 is the default), against the
+same model exported without the map and with one view (one forward pass), on the same
+encoded images, in this process.
 
     .venv/bin/python bench/defect_maps.py                      # KolektorSDD's canvas
     .venv/bin/python bench/defect_maps.py --canvas 192x192x3   # NEU's
@@ -8,7 +10,7 @@ without the map (one forward pass), on the same encoded images, in this process.
 Latency does not depend on the weights' values, so the model is built untrained with the
 product's ``build_model`` at the canvas a trained version has (KolektorSDD: 560×224×1).
 The images are KolektorSDD JPEGs when ../shared is there, else simulated parts of the
-same size. Prints ms per image at batch 1 and 8 and the ratio with / without.
+same size. Prints ms per image at batch 1 and 8 and the ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 
 from bench import common
 
+FLIPS = (1, 2, 4)
 KOLEKTOR = common.ROOT / ".." / "shared" / "datasets" / "kolektorsdd" / "ok"
 
 
@@ -91,21 +94,21 @@ def main() -> None:
     spec = InputSpec(height, width, channels)
     model = build_model("fcn16", ["ok", "crack"], ["ok"], spec)
     work = Path(tempfile.mkdtemp(prefix="defect-map-cost-"))
-    export.export_saved_model(model, ["ok", "crack"], spec, work / "with_map", threshold=0.5)
+    for flips in FLIPS:
+        export.export_saved_model(
+            model, ["ok", "crack"], spec, work / f"x{flips}", threshold=0.5, flips=flips
+        )
     export_plain(model, spec, work / "without_map")
     data = images(16, height, width)
     rows = []
     for batch in (1, 8):
         without = latency(work / "without_map", data, batch, args.seconds)
-        with_map = latency(work / "with_map", data, batch, args.seconds)
-        rows.append(
-            {
-                "batch": batch,
-                "without_map_ms": round(without, 2),
-                "with_map_ms": round(with_map, 2),
-                "ratio": round(with_map / without, 2),
-            }
-        )
+        row: dict[str, float] = {"batch": batch, "without_map_ms": round(without, 2)}
+        for flips in FLIPS:
+            ms = latency(work / f"x{flips}", data, batch, args.seconds)
+            row[f"map_x{flips}_ms"] = round(ms, 2)
+            row[f"map_x{flips}_ratio"] = round(ms / without, 2)
+        rows.append(row)
     print(f"canvas {spec}; {common.describe(common.machine())}")
     print(common.table(rows, [(k, k) for k in rows[0]]))
     out = common.save_results(

@@ -193,7 +193,7 @@ def train_candidate(
     workdir = Path(tempfile.mkdtemp(prefix="neu-bench-"))
     try:
         export_dir = workdir / "saved_model"
-        export_saved_model(model, classes, spec, export_dir)
+        export_saved_model(model, classes, spec, export_dir, threshold=None)
         serving = ServingModel(export_dir)
         encoded = [i.path.read_bytes() for i in heldout]
         probs = np.concatenate(

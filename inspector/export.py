@@ -116,11 +116,14 @@ def export_saved_model(
     path: Path,
     *,
     threshold: float | None,
+    flips: int = 1,
 ) -> None:
-    """Write the serving SavedModel to ``path`` (a directory that must not exist yet)."""
+    """Write the serving SavedModel to ``path`` (a directory that must not exist yet);
+    it judges each image by the logits averaged over ``flips`` views
+    (:func:`inspector.modeling.judging_logits`), and its defect map is their gradient."""
     names = tf.constant(list(classes))
     good = good_flags(model)
-    logits_model = modeling.logits_model(model)
+    logits_model = modeling.judging_logits(model, flips)
     archive = keras.export.ExportArchive()
     archive.track(logits_model)
 

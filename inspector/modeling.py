@@ -1,4 +1,5 @@
-"""Architectures, warm start from a parent version, and a head that grows with new classes.
+"""Architectures, warm start from a parent version, a head that grows with new classes, and
+the flip-averaged model a version judges with.
 
 Every model takes float32 [N, height, width, channels] on a 0-255 scale (what
 :func:`inspector.pipeline_data.preprocess_encoded` produces) and normalises inside. Its
@@ -193,6 +194,45 @@ def build_model(
 def logits_model(model: keras.Model) -> keras.Model:
     """The same weights, ending at the pooled logits."""
     return keras.Model(model.inputs, model.get_layer(POOLING).output)
+
+
+# The views a judging model averages: the image, turned 180°, mirrored left-right, mirrored
+# up-down (axes of [N, height, width, channels]). Training draws every one of these
+# flips (inspector.pipeline_data), so each view is a part the model has learnt to judge.
+FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (1, 2), (2,), (1,))
+
+
+def _flipped(pixels: Any, axes: tuple[int, ...]) -> Any:
+    for axis in axes:
+        pixels = keras.ops.flip(pixels, axis=axis)
+    return pixels
+
+
+def judging_logits(model: keras.Model, flips: int = 1) -> keras.Model:
+    """The same weights, ending at the logits averaged over the first ``flips`` of
+    :data:`FLIP_VIEWS` of each image (1: the image alone). One call on a batch of
+    ``flips`` × N views. A defect shows in every view, a view's chance response in one:
+    the average ranked parts better than one view on KolektorSDD, NEU and the simulator
+    (BENCHMARKS.md, "Test-time flips")."""
+    base = logits_model(model)
+    if flips == 1:
+        return base
+    if not 1 <= flips <= len(FLIP_VIEWS):
+        raise ModelError(f"flips must be 1 to {len(FLIP_VIEWS)}, not {flips}", code="flips")
+    pixels = keras.Input(model.inputs[0].shape[1:], name="pixels")
+    views = keras.ops.concatenate([_flipped(pixels, a) for a in FLIP_VIEWS[:flips]], axis=0)
+    logits = keras.ops.cast(base(views), "float32")
+    per_view = keras.ops.reshape(logits, (flips, -1, logits.shape[-1]))
+    return keras.Model(pixels, keras.ops.mean(per_view, axis=0), name=f"{model.name}_x{flips}")
+
+
+def judging_model(model: keras.Model, flips: int = 1) -> keras.Model:
+    """:func:`judging_logits` ending at the probabilities: what a version judges with."""
+    if flips == 1:
+        return model
+    logits = judging_logits(model, flips)
+    probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")
+    return keras.Model(logits.inputs, probabilities(logits.output), name=logits.name)
 
 
 def good_flags(model: keras.Model) -> list[bool]:

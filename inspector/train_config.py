@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     # the end of the run (Keras' use_ema); 0: off. Only with keep_weights="last": the
     # best epoch is judged on the raw weights.
     ema_momentum: float = Field(0.0, ge=0, lt=1)
+    # A version judges each part by its logits averaged over this many views: 1 the image
+    # alone, 2 also turned 180°, 4 also mirrored left-right and up-down (the flips training
+    # draws; 1 where augmentation has no flips). In the SavedModel and the TFLite file alike;
+    # a verdict costs that many forward passes.
+    test_time_flips: Literal[1, 2, 4] = 4
     learning_rate: float = Field(2e-3, gt=0, le=1)
     # cosine: two epochs of linear warm-up to the learning rate, then cosine decay to 1 %
     # of it over the remaining epochs; constant: no schedule.
@@ -127,6 +132,12 @@ class TrainConfig(BaseModel):
                 "raw weights, not on their average"
             )
         return self
+
+    @property
+    def judging_flips(self) -> int:
+        """The views a version judges with: the image alone where training drew no flips
+        (the flipped views would be parts the model never saw)."""
+        return self.test_time_flips if self.augmentation.flip else 1
 
     @property
     def split_policy(self) -> SplitPolicy:

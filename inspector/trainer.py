@@ -265,9 +265,10 @@ def fit_and_export(
         trained, config, data, train, validation, progress, work_dir / "tensorboard"
     )
     epochs_run = len(history.get("loss", []))
-    learned = _check_learned(model, train, data, epochs_run)
+    judge = modeling.judging_model(model, config.judging_flips)
+    learned = _check_learned(judge, train, data, epochs_run)
     learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
-    point = _operating_point(model, validation, data, config)
+    point = _operating_point(judge, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {
         "training": {
@@ -280,7 +281,9 @@ def fit_and_export(
         },
         "operating_point": point.to_doc(),
     }
-    files = _export(model, config, data, point, heldout, train, work_dir, progress, summary)
+    files = _export(
+        model, judge, config, data, point, (heldout, train), work_dir, progress, summary
+    )
     export.save_json(
         {k: [float(v) for v in vs] for k, vs in history.items()},
         work_dir / "version" / "history.json",
@@ -300,28 +303,38 @@ def fit_and_export(
 
 def _export(
     model: keras.Model,
+    judge: keras.Model,
     config: TrainConfig,
     data: TrainingData,
     point: thresholds.OperatingPoint,
-    heldout: _Split | None,
-    train: _Split,
+    splits: tuple[_Split | None, _Split],
     work_dir: Path,
     progress: Progress,
     summary: dict[str, Any],
 ) -> dict[str, Path]:
-    """Write the version's files; adds the held-out self-check and TFLite to ``summary``."""
+    """Write the version's files (``model`` the trainable form, ``judge`` what serves:
+    the same weights averaged over the test-time flips); adds the held-out self-check
+    and TFLite to ``summary``. ``splits``: the held-out and the training images."""
     progress({"phase": "exporting"})
+    heldout, train = splits
     out = work_dir / "version"
     out.mkdir()
     saved = out / "saved_model"
-    export.export_saved_model(model, data.classes, data.spec, saved, threshold=point.threshold)
+    export.export_saved_model(
+        model,
+        data.classes,
+        data.spec,
+        saved,
+        threshold=point.threshold,
+        flips=config.judging_flips,
+    )
     modeling.save_keras(model, out / "model.keras")
     serving = export.ServingModel(saved)
-    tflite = export.to_tflite(model, quantize=config.tflite_quantize)
+    tflite = export.to_tflite(judge, quantize=config.tflite_quantize)
     (out / "model.tflite").write_bytes(tflite)
     if heldout is not None:
         progress({"phase": "evaluating", "images": len(heldout.entries)})
-        summary["heldout"] = _self_check(model, serving, tflite, heldout, data, point)
+        summary["heldout"] = _self_check(judge, serving, tflite, heldout, data, point)
     summary["tflite"] = {
         "bytes": len(tflite),
         "quantization": "dynamic_range" if config.tflite_quantize else "none",

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from inspector import export, pipeline_data, thresholds
 from inspector.model_input import SIGNATURE_OUTPUTS, InputSpec
-from inspector.modeling import build_model
+from inspector.modeling import build_model, judging_model
 from inspector.simulate import LineSimulator, encode
 
 CLASSES = ["ok", "scratch", "pit", "crack", "stain"]
@@ -129,3 +129,24 @@ def test_the_defect_map_peaks_where_the_evidence_is(exported):
     row, col = np.unravel_index(grid.argmax(), grid.shape)
     assert (row, col) == (41 // export.MAP_STRIDE, 11 // export.MAP_STRIDE)
     assert grid.max() == pytest.approx(float(probabilities.numpy()[0, 1]), rel=1e-4)
+
+
+def test_a_saved_model_with_test_time_flips_serves_what_the_judging_model_computes(tmp_path):
+    """flips=4: the SavedModel, the judging Keras model and the TFLite file built from it
+    agree, and differ from one view's outputs (the flips are in the graph)."""
+    spec = InputSpec(64, 48, 1)
+    model = build_model("fcn16", CLASSES, ["ok"], spec)
+    export.export_saved_model(model, CLASSES, spec, tmp_path / "x4", threshold=THRESHOLD, flips=4)
+    serving = export.ServingModel(tmp_path / "x4")
+    images = _images()
+    pixels = np.stack(
+        [pipeline_data.preprocess_encoded(tf.constant(b), spec).numpy() for b in images]
+    )
+    judge = judging_model(model, 4)
+    served = serving.predict_bytes(images)
+    np.testing.assert_allclose(served["probabilities"], np.asarray(judge(pixels)), atol=1e-5)
+    assert np.abs(served["probabilities"] - np.asarray(model(pixels))).max() > 1e-4
+    assert served["defect_map"].shape == (len(images), spec.height // 8, spec.width // 8)
+    np.testing.assert_allclose(served["defect_map"].max(axis=(1, 2)), served["p_defect"], rtol=1e-4)
+    lite = export.tflite_probabilities(export.to_tflite(judge, quantize=False), pixels)
+    np.testing.assert_allclose(lite, served["probabilities"], atol=1e-4)

@@ -17,6 +17,8 @@ from inspector.modeling import (
     build_model,
     freeze_trunk,
     grow_head,
+    judging_logits,
+    judging_model,
     logits_model,
 )
 
@@ -119,3 +121,30 @@ def test_a_saved_model_keeps_its_pooling(tmp_path):
     loaded = load_keras(tmp_path / "m.keras")
     assert good_flags(loaded) == [True, False, False]
     assert loaded.get_layer("class_pooling").sharpness == 7.0
+
+
+def test_a_judging_model_averages_the_logits_of_the_flipped_views():
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    x = np.random.default_rng(1).uniform(0, 255, (3, 64, 32, 3)).astype(np.float32)
+    one = logits_model(model)
+    views = [x, x[:, ::-1, ::-1], x[:, :, ::-1], x[:, ::-1]]
+    each = [np.asarray(one(np.ascontiguousarray(v))) for v in views]
+    for flips in (2, 4):
+        averaged = np.asarray(judging_logits(model, flips)(x))
+        np.testing.assert_allclose(averaged, np.mean(each[:flips], axis=0), atol=1e-5)
+        probabilities = np.asarray(judging_model(model, flips)(x))
+        expected = np.exp(averaged) / np.exp(averaged).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    # An untrained model is not flip-invariant, so the average is not one view's logits.
+    assert np.abs(np.asarray(judging_logits(model, 4)(x)) - each[0]).max() > 1e-4
+    assert judging_model(model, 1) is model
+    with pytest.raises(ModelError, match="flips must be 1 to 4"):
+        judging_logits(model, 5)
+
+
+def test_a_version_judges_by_one_view_where_training_drew_no_flips():
+    config = train_config.TrainConfig()
+    assert config.judging_flips == 4
+    unflipped = train_config.TrainConfig(augmentation={"flip": False})
+    assert unflipped.judging_flips == 1
+    assert train_config.TrainConfig(test_time_flips=2).judging_flips == 2
