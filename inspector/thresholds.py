@@ -22,7 +22,12 @@ rate r (``INSPECTOR_TARGET_ESCAPE_RATE``):
   false reject, so the margin left to unseen defects is three times the margin left to
   unseen good parts. With no good part below t_max it is t_max;
 * with n < 1/r the threshold is also capped at 0.5, so that a part the model finds more
-  likely defective than not is never passed; with n = 0 it is 0.5.
+  likely defective than not is never passed; with n = 0 it is 0.5;
+* with n < 1/r and a false-reject ceiling c (``false_reject_ceiling``, 5 %): where the
+  threshold rejects more than c of the good validation parts (and there are at least
+  1/c of them), it is raised to the lowest that rejects at most c, if that rejects
+  fewer and stays at most 0.5 — the last one or two of a handful of defects are not
+  caught at the price of every c-th good part.
 
 A model without a good class (every class is a defect) judges every part defective,
 by its most probable class; it has no threshold.
@@ -85,10 +90,14 @@ def _rates(
 
 
 def choose(
-    p_defect: Sequence[float], defective: Sequence[bool], target_escape_rate: float
+    p_defect: Sequence[float],
+    defective: Sequence[bool],
+    target_escape_rate: float,
+    false_reject_ceiling: float | None = None,
 ) -> OperatingPoint:
     """The threshold that meets ``target_escape_rate`` on these (validation) images with
-    the fewest false rejects (the rule in the module docstring)."""
+    the fewest false rejects (the rule in the module docstring; ``false_reject_ceiling``
+    bounds what the last few defects may cost where they are too few for the target)."""
     p = np.asarray(p_defect, np.float64)
     d = np.asarray(defective, bool)
     n_d, n_g = int(d.sum()), int((~d).sum())
@@ -140,10 +149,43 @@ def choose(
             + (f", capped at {FALLBACK_THRESHOLD}" if capped < threshold else "")
         )
         threshold = capped
+        raised = _under_ceiling(p, d, threshold, false_reject_ceiling)
+        if raised is not None:
+            threshold = raised
+            note += (
+                f"; raised to {raised:.3g}, where it rejects at most "
+                f"{false_reject_ceiling:.0%} of the {n_g} good validation parts and lets "
+                f"{int((p[d] < raised).sum())} of the defective ones pass"
+            )
     escape, false_reject = _rates(p, d, threshold)
     return OperatingPoint(
         round(threshold, 6), rule, target_escape_rate, n_d, n_g, escape, false_reject, note
     )
+
+
+def _under_ceiling(
+    p: np.ndarray, defective: np.ndarray, threshold: float, ceiling: float | None
+) -> float | None:
+    """Where the defects are too few to estimate the escape rate, catching the last of
+    them may reject a share of the good parts a plant would not accept: a threshold that
+    rejects more than ``ceiling`` of the good validation parts (a rate observable from
+    1 / ``ceiling`` good parts on) is raised to the lowest that rejects at most that share
+    — a quarter of the way, in log-odds, from the highest good part it passes to the next
+    validation score — if that lowers the false rejects and stays at most 0.5. None: the
+    threshold stays. (On KolektorSDD one of five validation cracks scored inside the good
+    parts' range on every model, and catching it rejected a quarter to half of the unseen
+    good parts: BENCHMARKS.md, "Test-time flips".)"""
+    goods = np.sort(p[~defective])
+    if not ceiling or len(goods) < min_defects_for(ceiling):
+        return None
+    rejected = float((goods >= threshold).mean())
+    if rejected <= ceiling:
+        return None
+    passed = float(goods[len(goods) - math.floor(ceiling * len(goods) + 1e-9) - 1])
+    above = p[p > passed]
+    upper = logit(float(above.min())) if len(above) else logit(passed) + 1.0
+    raised = min(_sigmoid(logit(passed) + GOOD_SIDE * (upper - logit(passed))), FALLBACK_THRESHOLD)
+    return round(raised, 6) if float((goods >= raised).mean()) < rejected else None
 
 
 def _best_separating(defects: np.ndarray, goods: np.ndarray) -> int:

@@ -114,6 +114,11 @@ class TrainConfig(BaseModel):
     # section named above).
     new_class_recall: float = Field(0.8, ge=0, le=1)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)
+    # With too few defective validation images to estimate the escape rate, the threshold
+    # rejects at most this share of the good validation parts (inspector.thresholds);
+    # 0: off. On KolektorSDD catching one hard validation crack at any price rejected up
+    # to half of the unseen good parts (BENCHMARKS.md, "Test-time flips").
+    false_reject_ceiling: float = Field(0.05, ge=0, lt=1)
     min_images_per_class: int = Field(5, ge=1)
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
     validation_fraction: float = Field(0.1, ge=0, lt=1)

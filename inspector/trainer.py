@@ -236,7 +236,9 @@ def _operating_point(
     good = [c in data.good for c in data.classes]
     p_defect = 1 - probabilities[:, good].sum(axis=1)
     defective = [not good[label] for label in validation.labels]
-    return thresholds.choose(p_defect.tolist(), defective, config.target_escape_rate)
+    return thresholds.choose(
+        p_defect.tolist(), defective, config.target_escape_rate, config.false_reject_ceiling
+    )
 
 
 def fit_and_export(

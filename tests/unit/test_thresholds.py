@@ -128,3 +128,46 @@ def test_curves_and_areas():
     assert [r["odds_factor"] for r in rows] == [0.25, 0.5, 1.0, 2.0, 4.0]
     at = next(r for r in rows if r["odds_factor"] == 1.0)
     assert at["escape_rate"] == 0.0 and at["false_reject_rate"] == 0.5
+
+
+# Twenty good parts (a 5 % false-reject rate is observable), five defects: the lowest
+# defect (0.25) lies among the good parts' highest scores.
+CEILING_GOOD = [0.05] * 17 + [0.2, 0.3, 0.4]
+CEILING_DEFECTS = [0.25, 0.9, 0.95, 0.97, 0.99]
+# (good, defective, ceiling) → (threshold, validation escape rate, false-reject rate)
+CEILING_CASES = {
+    # Catching 0.25 rejects 0.3 and 0.4 (10 % > 5 %): raised to reject one good part at
+    # most, a quarter of the way from 0.3 (passed) to 0.4; the defect at 0.25 passes.
+    "raised to the ceiling": (CEILING_GOOD, CEILING_DEFECTS, 0.05, (0.323696, 0.2, 0.05)),
+    "within the ceiling: unchanged": (CEILING_GOOD, CEILING_DEFECTS, 0.10, (0.211756, 0.0, 0.1)),
+    "off": (CEILING_GOOD, CEILING_DEFECTS, None, (0.211756, 0.0, 0.1)),
+    # 19 good parts cannot show a 5 % rate: the rule without the ceiling.
+    "too few good parts": (CEILING_GOOD[1:], CEILING_DEFECTS, 0.05, (0.211756, 0.0, 2 / 19)),
+    # Rejecting fewer would take a threshold above 0.5: the threshold stays.
+    "never above 0.5": (
+        [0.05] * 17 + [0.6, 0.7, 0.8],
+        [0.55, 0.9, 0.95, 0.97, 0.99],
+        0.05,
+        (0.103571, 0.0, 0.15),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CEILING_CASES))
+def test_the_last_few_defects_are_not_bought_with_more_false_rejects_than_the_ceiling(case):
+    good, defective, ceiling, (threshold, escape, false_reject) = CEILING_CASES[case]
+    point = choose(good + defective, [False] * len(good) + [True] * len(defective), 0.01, ceiling)
+    assert point.rule == "few_defects"
+    assert point.threshold == pytest.approx(threshold, abs=1e-6)
+    assert point.escape_rate == pytest.approx(escape)
+    assert point.false_reject_rate == pytest.approx(false_reject)
+    assert ("raised to" in point.note) == (case == "raised to the ceiling")
+
+
+def test_the_ceiling_leaves_a_measurable_target_alone():
+    """With enough defects to estimate the escape rate, the target decides."""
+    good = [0.05] * 17 + [0.2, 0.3, 0.4]
+    defective = [0.25, 0.25] + [0.9] * 98  # one of 100 may escape: 0.25 must be caught
+    point = choose(good + defective, [False] * 20 + [True] * 100, 0.01, 0.05)
+    assert point.rule == "target" and point.escape_rate == 0.0
+    assert point.false_reject_rate == pytest.approx(0.1)
