@@ -123,11 +123,7 @@ def choose(
     )
     t_max = float(defects[allowed])
     passing = p[~d][p[~d] < t_max]
-    if len(passing):
-        g = logit(float(passing.max()))
-        threshold = _sigmoid(g + GOOD_SIDE * (logit(t_max) - g))
-    else:
-        threshold = t_max
+    threshold = _into_interval(float(passing.max()), t_max) if len(passing) else t_max
     rule: Rule = "target"
     note = (
         f"meets the target escape rate {target_escape_rate:.2%} on {n_d} defective "
@@ -135,31 +131,55 @@ def choose(
     )
     if n_d < enough:
         rule = "few_defects"
-        capped = min(threshold, FALLBACK_THRESHOLD)
-        caught = (
-            "catches every defective validation image"
-            if not allowed
-            else f"lets {allowed} of them pass, the best separation from the good parts "
-            "(largest recall − false-reject rate)"
+        threshold, note = _few_defects(
+            p, d, threshold, allowed, target_escape_rate, false_reject_ceiling
         )
-        note = (
-            f"only {n_d} defective validation images: an escape rate of "
-            f"{target_escape_rate:.2%} needs at least {enough} to be estimated, so the threshold "
-            + caught
-            + (f", capped at {FALLBACK_THRESHOLD}" if capped < threshold else "")
-        )
-        threshold = capped
-        raised = _under_ceiling(p, d, threshold, false_reject_ceiling)
-        if raised is not None:
-            threshold = raised
-            note += (
-                f"; raised to {raised:.3g}, where it rejects at most "
-                f"{false_reject_ceiling:.0%} of the {n_g} good validation parts and lets "
-                f"{int((p[d] < raised).sum())} of the defective ones pass"
-            )
     escape, false_reject = _rates(p, d, threshold)
     return OperatingPoint(
         round(threshold, 6), rule, target_escape_rate, n_d, n_g, escape, false_reject, note
+    )
+
+
+def _into_interval(passed: float, caught: float) -> float:
+    """A threshold :data:`GOOD_SIDE` of the way, in log-odds, from the highest score it
+    passes to the lowest it catches."""
+    low = logit(passed)
+    return _sigmoid(low + GOOD_SIDE * (logit(caught) - low))
+
+
+def _few_defects(
+    p: np.ndarray,
+    defective: np.ndarray,
+    threshold: float,
+    allowed: int,
+    target_escape_rate: float,
+    false_reject_ceiling: float | None,
+) -> tuple[float, str]:
+    """The few-defects rule's threshold and note, from the separating ``threshold`` (which
+    lets ``allowed`` validation defects pass): capped at 0.5, then raised to the
+    false-reject ceiling where that applies."""
+    n_d, n_g = int(defective.sum()), int((~defective).sum())
+    capped = min(threshold, FALLBACK_THRESHOLD)
+    caught = (
+        "catches every defective validation image"
+        if not allowed
+        else f"lets {allowed} of them pass, the best separation from the good parts "
+        "(largest recall − false-reject rate)"
+    )
+    note = (
+        f"only {n_d} defective validation images: an escape rate of "
+        f"{target_escape_rate:.2%} needs at least {min_defects_for(target_escape_rate)} to "
+        "be estimated, so the threshold "
+        + caught
+        + (f", capped at {FALLBACK_THRESHOLD}" if capped < threshold else "")
+    )
+    raised = _under_ceiling(p, defective, capped, false_reject_ceiling)
+    if raised is None:
+        return capped, note
+    return raised, note + (
+        f"; raised to {raised:.3g}, where it rejects at most {false_reject_ceiling:.0%} of the "
+        f"{n_g} good validation parts and lets {int((p[defective] < raised).sum())} of the "
+        "defective ones pass"
     )
 
 
@@ -183,8 +203,8 @@ def _under_ceiling(
         return None
     passed = float(goods[len(goods) - math.floor(ceiling * len(goods) + 1e-9) - 1])
     above = p[p > passed]
-    upper = logit(float(above.min())) if len(above) else logit(passed) + 1.0
-    raised = min(_sigmoid(logit(passed) + GOOD_SIDE * (upper - logit(passed))), FALLBACK_THRESHOLD)
+    upper = float(above.min()) if len(above) else _sigmoid(logit(passed) + 1.0)
+    raised = min(_into_interval(passed, upper), FALLBACK_THRESHOLD)
     return round(raised, 6) if float((goods >= raised).mean()) < rejected else None
 
 
