@@ -14,7 +14,10 @@ convolution on the trunk's features (``anomaly``, used only in training) learns 
 cells hold it. A twin is not a good part: the class loss asks the model to call it
 defective, of whichever defect class, so "unlike a good part" means
 "not ok" from the first step; the clean part stays in the batch, so the good class keeps
-its share. The parts of defect classes leave the cell loss (nobody knows where their
+its share. A twin the model judges below ``give_up`` (P(defect), 0.2 by default) no
+longer pulls the classes: on a textured part many faint twins stay unseen, and asking
+for them taught the model to doubt every good part (BENCHMARKS.md, "Twins the model
+cannot see"). The parts of defect classes leave the cell loss (nobody knows where their
 defect is). The exported model is the classifier alone: what the trunk learnt is in its
 features, which the class maps then only have to weigh.
 
@@ -143,17 +146,21 @@ def paste(
     return batch, {PROBABILITIES: classes, ANOMALY: cells}
 
 
-def class_loss(good: Sequence[bool]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def class_loss(
+    good: Sequence[bool], give_up: float = 0.0
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Cross-entropy per image: −log P(its class), and for a twin (:data:`PASTED`)
     −log P(defect), the sum over the defect classes (it is defective; which defect it is,
-    nobody knows)."""
+    nobody knows) — but no less than −log ``give_up``: a twin the model judges below that
+    is one it cannot see, and asking it to is asking it to doubt every good part."""
     defect = tf.constant([0.0 if g else 1.0 for g in good])
+    floor = max(float(give_up), 1e-7)
 
     def loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
         p = tf.clip_by_value(probabilities, 1e-7, 1.0)
         known = tf.gather(p, tf.maximum(labels, 0), batch_dims=1)
-        p_defect = tf.clip_by_value(tf.reduce_sum(p * defect, axis=-1), 1e-7, 1.0)
+        p_defect = tf.clip_by_value(tf.reduce_sum(p * defect, axis=-1), floor, 1.0)
         return -tf.math.log(tf.where(labels >= 0, known, p_defect))
 
     return loss

@@ -108,6 +108,12 @@ class TrainConfig(BaseModel):
     # blobs, 90 % (stains 90 %). On KolektorSDD the luck of the seed moves the result more
     # than the blobs do (BENCHMARKS.md, "Blobs and the fallback by default").
     synthetic_blobs: float = Field(0.33, ge=0, le=1)
+    # A twin judged below this P(defect) no longer pulls the classes (its loss is capped at
+    # −log of it): one the model cannot see. On KolektorSDD about 45 % of the twins stay
+    # unseen (those under 2-3 times the part's spread), and asking for them lifted every
+    # good part's P(defect) (median 0.10; with 0.2: 0.013). 0: every twin pulls
+    # (BENCHMARKS.md, "Twins the model cannot see").
+    twin_give_up: float = Field(0.2, ge=0, lt=1)
     # A warm start that recalls fewer than this share of the (unaugmented) training images
     # of a class new to its parent trains again from scratch in the same run; 0: off.
     # A warm start does not learn a stain that a run from scratch with blobs learns (the

@@ -130,7 +130,9 @@ def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> ker
     trained.compile(
         optimizer=optimizer,
         loss={
-            synthetic_defects.PROBABILITIES: synthetic_defects.class_loss(good),
+            synthetic_defects.PROBABILITIES: synthetic_defects.class_loss(
+                good, config.twin_give_up
+            ),
             synthetic_defects.ANOMALY: synthetic_defects.cell_loss,
         },
         metrics={synthetic_defects.PROBABILITIES: [synthetic_defects.class_accuracy(good)]},

@@ -175,3 +175,27 @@ def test_a_run_pastes_only_where_there_are_good_parts_and_it_is_on(good, rate, p
     assert (compiled is not model) == pastes
     assert any(layer.name == ANOMALY for layer in compiled.layers) == pastes
     assert not any(layer.name == ANOMALY for layer in model.layers)
+
+
+@pytest.mark.parametrize(
+    ("label", "probabilities", "expected_loss", "pulled"),
+    [
+        # A twin the model judges below the give-up point: the loss is capped there and
+        # no gradient flows (it is not asked to see what it cannot).
+        (PASTED, [0.9, 0.05, 0.05], -np.log(0.2), False),
+        # Above it, the twin pulls as before.
+        (PASTED, [0.5, 0.25, 0.25], np.log(2), True),
+        # A labelled part is never given up on, however badly it is judged.
+        (1, [0.9, 0.05, 0.05], -np.log(0.05), True),
+    ],
+)
+def test_a_twin_judged_below_the_give_up_point_no_longer_pulls(
+    label, probabilities, expected_loss, pulled
+):
+    loss = synthetic_defects.class_loss(GOOD_OF_3, give_up=0.2)
+    p = tf.Variable([probabilities])
+    with tf.GradientTape() as tape:
+        value = loss(tf.constant([label]), p)
+    gradient = tape.gradient(value, p).numpy()
+    assert float(value[0]) == pytest.approx(expected_loss, rel=1e-5)
+    assert bool(np.abs(gradient).sum() > 0) is pulled
