@@ -151,8 +151,9 @@ def class_loss(
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Cross-entropy per image: −log P(its class), and for a twin (:data:`PASTED`)
     −log P(defect), the sum over the defect classes (it is defective; which defect it is,
-    nobody knows) — but no less than −log ``give_up``: a twin the model judges below that
-    is one it cannot see, and asking it to is asking it to doubt every good part."""
+    nobody knows) — but capped at −log ``give_up``, with no gradient beyond: a twin the
+    model judges below that is one it cannot see, and asking it to is asking it to doubt
+    every good part."""
     defect = tf.constant([0.0 if g else 1.0 for g in good])
     floor = max(float(give_up), 1e-7)
 
