@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+# Where results are written (INSPECTOR_BENCH_RESULTS moves them: the tests do).
+RESULTS = Path(os.environ.get("INSPECTOR_BENCH_RESULTS", ROOT / "bench" / "results"))
 NEU_DEFAULT = (ROOT / ".." / "shared" / "datasets" / "neu").resolve()
 # Other benchmarks that must not share the cores with a timed run.
 BENCHMARKS = (
@@ -290,12 +291,17 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 def save_results(name: str, result: dict[str, Any]) -> Path:
-    """Write ``result`` to bench/results/<name>-<UTC time>.json; the path."""
+    """Write ``result`` to <RESULTS>/<name>-<UTC time>.json; the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{name}-{stamp}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return out
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it, else as it is."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def utc_now() -> str:

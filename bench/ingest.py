@@ -930,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
             "\nnote: these windows shared the machine; rerun when it is quiet:\n  "
             + "\n  ".join(noisy)
         )
-    _say(f"results: {out.relative_to(ROOT)}")
+    _say(f"results: {common.shown(out)}")
     if problems:
         _say("\nFAILED:\n  " + "\n  ".join(problems))
         return 1

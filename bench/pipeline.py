@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode_ms": decode_ms,
     }
     out = common.save_results("pipeline", result)
-    print(f"results: {out.relative_to(common.ROOT)}")
+    print(f"results: {common.shown(out)}")
     return 0
 
 

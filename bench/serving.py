@@ -1411,7 +1411,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\nmachine: {common.describe(info)}; load average at end {os.getloadavg()}")
     if bench.notes:
         say("\nnote: these windows shared the machine:\n  " + "\n  ".join(bench.notes))
-    say(f"results: {out.relative_to(ROOT)}")
+    say(f"results: {common.shown(out)}")
     if "error" in result:
         say(f"\nFAILED: {result['error']}")
         return 1

@@ -38,13 +38,14 @@ from typing import Any
 import numpy as np
 
 from bench import common
+from bench.neu_measures import dir_bytes, epoch_log, macro_f1, serving_speed
 
 SCHEDULES = ("plateau", "cosine", "constant")
-# The product's default first (TrainConfig: compact_cnn, 128 px, 3 channels).
+# What the product trains on NEU first (TrainConfig: fcn16; the pixel budget gives 192 px
+# for 200×200 images, one channel for grey ones), then the earlier default.
 DEFAULT_CANDIDATES = (
-    "compact_cnn:128:3",
+    "fcn16:192:1",
     "compact_cnn:128:1",
-    "mobilenet_v3_small:128:3",
 )
 
 
@@ -71,24 +72,6 @@ class Candidate:
         return f"{self.architecture} {self.size}x{self.size}x{self.channels}"
 
 
-def macro_f1(
-    labels: np.ndarray, predicted: np.ndarray, num_classes: int
-) -> tuple[float, list[list[int]]]:
-    """Macro-averaged F1 and the confusion matrix (rows: true class)."""
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
-    f1 = np.divide(
-        2 * precision * recall,
-        precision + recall,
-        out=np.zeros_like(tp),
-        where=precision + recall > 0,
-    )
-    return float(f1.mean()), confusion.tolist()
-
-
 def augmentation_of(args: argparse.Namespace) -> Any:
     """The product's ``Augmentation()`` with the command line's overrides."""
     from inspector.model_input import Augmentation
@@ -102,47 +85,106 @@ def augmentation_of(args: argparse.Namespace) -> Any:
     )
 
 
-def dir_bytes(path: Path) -> int:
-    """Total size of the files under ``path``."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def train_candidate(
     cand: Candidate, classes: list[str], images: list[common.Image], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Train, export and measure one candidate; its result row."""
     import keras
-    import tensorflow as tf
 
-    from inspector.export import ServingModel, export_saved_model
     from inspector.model_input import InputSpec
     from inspector.modeling import build_model
-    from inspector.pipeline_data import class_weights, make_dataset
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(args.seed)
-    spec = InputSpec(cand.size, cand.channels)
+    spec = InputSpec.square(cand.size, cand.channels)
     by_split = {s: [i for i in images if i.split == s] for s in ("train", "validation", "heldout")}
-    augmentation = augmentation_of(args)
-
-    def dataset(split: str, training: bool) -> tf.data.Dataset:
-        part = by_split[split]
-        return make_dataset(
-            [i.path for i in part],
-            [i.label for i in part],
-            spec,
-            batch_size=args.batch_size,
-            training=training,
-            augmentation=augmentation if training else None,
-            seed=args.seed,
-        )
-
-    train_ds, val_ds, heldout_ds = (
-        dataset("train", True),
-        dataset("validation", False),
-        dataset("heldout", False),
+    model = build_model(cand.architecture, classes, [], spec)  # NEU: every class a defect
+    fitted = _fit(model, by_split, spec, args)
+    heldout = by_split["heldout"]
+    truth = np.array([i.label for i in heldout])
+    keras_pred = np.argmax(
+        model.predict(_dataset(heldout, spec, args, training=False), verbose=0), axis=1
     )
-    model = build_model(cand.architecture, len(classes), spec)
+    served = _serve(model, classes, spec, heldout, args)
+    f1, confusion = macro_f1(truth, served.predicted, len(classes))
+    log, history = fitted.log, fitted.history
+    val_losses = history["val_loss"]
+    best_epoch = int(np.argmin(val_losses)) + 1
+    return {
+        "candidate": str(cand),
+        **asdict(cand),
+        "params": model.count_params(),
+        "saved_model_mb": round(served.saved_bytes / 2**20, 2),
+        "heldout_accuracy": round(float((served.predicted == truth).mean()), 4),
+        "heldout_macro_f1": round(f1, 4),
+        "heldout_errors": int((served.predicted != truth).sum()),
+        "keras_serving_agreement": round(float((keras_pred == served.predicted).mean()), 4),
+        "confusion": confusion,
+        "train_s": round(fitted.train_s, 1),
+        "epochs_run": len(val_losses),
+        "best_epoch": best_epoch,
+        "stopped_by_budget": log.stopped_by_budget,
+        "paused_for_other_benchmarks_s": round(log.paused_s + served.paused_s, 1),
+        "training_cores_own": fitted.cores["own"],
+        "training_cores_others": fitted.cores["others"],
+        "epoch_s_median": round(statistics.median(log.epoch_s), 2),
+        "first_epoch_s": round(log.epoch_s[0], 2),
+        "train_images_per_s": round(
+            len(by_split["train"]) / statistics.median(log.epoch_s[1:] or log.epoch_s), 1
+        ),
+        "best_val_loss": round(float(min(val_losses)), 4),
+        "best_val_accuracy": round(float(history["val_accuracy"][best_epoch - 1]), 4),
+        "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.items()},
+        **served.latency,
+    }
+
+
+@dataclass
+class _Fitted:
+    """What training one candidate left to measure."""
+
+    history: dict[str, list[float]]
+    log: Any  # the epoch log (neu_measures.epoch_log)
+    train_s: float
+    cores: dict[str, float]
+
+
+@dataclass
+class _Served:
+    """The exported candidate's held-out predictions and serving measurements."""
+
+    predicted: np.ndarray
+    latency: dict[str, float]
+    saved_bytes: int
+    paused_s: float
+
+
+def _dataset(
+    part: list[common.Image], spec: Any, args: argparse.Namespace, *, training: bool
+) -> Any:
+    """The product's tf.data pipeline on the JPEG files (they play the local cache)."""
+    from inspector.pipeline_data import make_dataset
+
+    return make_dataset(
+        [i.path for i in part],
+        [i.label for i in part],
+        spec,
+        batch_size=args.batch_size,
+        training=training,
+        augmentation=augmentation_of(args) if training else None,
+        seed=args.seed,
+    )
+
+
+def _fit(
+    model: Any,
+    by_split: dict[str, list[common.Image]],
+    spec: Any,
+    args: argparse.Namespace,
+) -> _Fitted:
+    """Adam, the schedule of ``--schedule``, early stopping and the time budget."""
+    import keras
+
     steps = -(-len(by_split["train"]) // args.batch_size)
     lr: Any = args.lr
     if args.schedule == "cosine":
@@ -171,24 +213,24 @@ def train_candidate(
                 monitor="val_loss", factor=0.3, patience=args.plateau_patience, min_lr=args.lr / 100
             )
         )
-    weights = class_weights([i.label for i in by_split["train"]], len(classes))
     started, window = time.perf_counter(), common.CpuWindow()
     history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        _dataset(by_split["train"], spec, args, training=True),
+        validation_data=_dataset(by_split["validation"], spec, args, training=False),
         epochs=args.epochs,
-        class_weight=weights,
         callbacks=callbacks,
         verbose=0,
     )
     train_s = time.perf_counter() - started - log.paused_s
-    cores = window.cores()
-    val_losses = history.history["val_loss"]
-    best_epoch = int(np.argmin(val_losses)) + 1
+    return _Fitted(history.history, log, train_s, window.cores())
 
-    heldout = by_split["heldout"]
-    truth = np.array([i.label for i in heldout])
-    keras_pred = np.argmax(model.predict(heldout_ds, verbose=0), axis=1)
+
+def _serve(
+    model: Any, classes: list[str], spec: Any, heldout: list[common.Image], args: argparse.Namespace
+) -> _Served:
+    """Export the SavedModel and judge the held-out images through ``serving_default`` on
+    their encoded bytes; its size and speed."""
+    from inspector.export import ServingModel, export_saved_model
 
     workdir = Path(tempfile.mkdtemp(prefix="neu-bench-"))
     try:
@@ -202,105 +244,11 @@ def train_candidate(
                 for k in range(0, len(encoded), 32)
             ]
         )
-        served_pred = np.argmax(probs, axis=1)
         paused = 0.0 if args.no_wait else common.wait_for_quiet_machine()
         latency = serving_speed(serving, encoded, args.latency_runs)
-        saved_bytes = dir_bytes(export_dir)
+        return _Served(np.argmax(probs, axis=1), latency, dir_bytes(export_dir), paused)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    f1, confusion = macro_f1(truth, served_pred, len(classes))
-    return {
-        "candidate": str(cand),
-        **asdict(cand),
-        "params": model.count_params(),
-        "saved_model_mb": round(saved_bytes / 2**20, 2),
-        "heldout_accuracy": round(float((served_pred == truth).mean()), 4),
-        "heldout_macro_f1": round(f1, 4),
-        "heldout_errors": int((served_pred != truth).sum()),
-        "keras_serving_agreement": round(float((keras_pred == served_pred).mean()), 4),
-        "confusion": confusion,
-        "train_s": round(train_s, 1),
-        "epochs_run": len(val_losses),
-        "best_epoch": best_epoch,
-        "stopped_by_budget": log.stopped_by_budget,
-        "paused_for_other_benchmarks_s": round(log.paused_s + paused, 1),
-        "training_cores_own": cores["own"],
-        "training_cores_others": cores["others"],
-        "epoch_s_median": round(statistics.median(log.epoch_s), 2),
-        "first_epoch_s": round(log.epoch_s[0], 2),
-        "train_images_per_s": round(
-            len(by_split["train"]) / statistics.median(log.epoch_s[1:] or log.epoch_s), 1
-        ),
-        "best_val_loss": round(float(min(val_losses)), 4),
-        "best_val_accuracy": round(float(history.history["val_accuracy"][best_epoch - 1]), 4),
-        "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()},
-        **latency,
-    }
-
-
-def epoch_log(budget_s: float, cooperative: bool) -> Any:
-    """A Keras callback: epoch wall times, a line per epoch, and a stop when the training
-    time budget is spent (built here so that ``--help`` does not import TensorFlow)."""
-    import keras
-
-    class _EpochLog(keras.callbacks.Callback):
-        def __init__(self, budget_s: float) -> None:
-            super().__init__()
-            self.budget_s = budget_s
-            self.epoch_s: list[float] = []
-            self.stopped_by_budget = False
-            self.paused_s = 0.0  # waiting for another benchmark: not training time
-
-        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-            self._start = time.perf_counter()
-
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self._epoch_start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.epoch_s.append(time.perf_counter() - self._epoch_start)
-            logs = logs or {}
-            lr = self.model.optimizer.learning_rate
-            print(
-                f"    epoch {epoch + 1:3d}  {self.epoch_s[-1]:6.1f} s  "
-                f"loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
-                f"val_loss {logs.get('val_loss', 0):.4f}  "
-                f"val_acc {logs.get('val_accuracy', 0):.4f}  lr {float(np.asarray(lr)):.2e}",
-                flush=True,
-            )
-            if time.perf_counter() - self._start - self.paused_s > self.budget_s:
-                self.stopped_by_budget = True
-                self.model.stop_training = True
-            if cooperative:
-                self.paused_s += common.wait_for_quiet_machine()
-
-    return _EpochLog(budget_s)
-
-
-def serving_speed(serving: Any, encoded: list[bytes], runs: int) -> dict[str, float]:
-    """Latency per image at batch 1 and throughput at batch 32 through ``serving_default``."""
-    for k in range(3):
-        serving.predict_bytes([encoded[k]])
-    serving.predict_bytes(encoded[:32])
-    single = []
-    for k in range(runs):
-        image = encoded[k % len(encoded)]
-        t = time.perf_counter()
-        serving.predict_bytes([image])
-        single.append(time.perf_counter() - t)
-    batches = [encoded[k : k + 32] for k in range(0, len(encoded) - 31, 32)]
-    rounds = max(1, runs // 10)
-    t = time.perf_counter()
-    for _ in range(rounds):
-        for batch in batches:
-            serving.predict_bytes(batch)
-    batch_s = time.perf_counter() - t
-    return {
-        "latency_b1_ms_median": round(1000 * statistics.median(single), 2),
-        "latency_b1_ms_p90": round(1000 * float(np.percentile(single, 90)), 2),
-        "throughput_b32_images_per_s": round(rounds * 32 * len(batches) / batch_s, 1),
-    }
 
 
 COLUMNS = [
@@ -430,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     out = common.save_results("train_neu", result)
-    print(f"results: {out.relative_to(common.ROOT)}")
+    print(f"results: {common.shown(out)}")
     return 0
 
 
