@@ -46,6 +46,14 @@ class DayResult:
     spec: dict[str, int] | None = None
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """A run from scratch on every day's parts, for comparison with the last warm start."""
+
+    seconds: float
+    version: int
+
+
 def _metadata(item: Item) -> dict[str, str]:
     return {
         "line": "bench-line",
@@ -61,6 +69,9 @@ def _metadata(item: Item) -> dict[str, str]:
 
 class ServiceLine:
     """`inspector run` on a fresh data directory, driven over HTTP."""
+
+    # Only production's verdicts can be asked for, so the retrain is not scored.
+    judges_any_version = False
 
     def __init__(self, workdir: Path, policy: Path, config: dict[str, Any]) -> None:
         self.service = Service({"INSPECTOR_GATE_POLICY": str(policy)}, workdir)
@@ -165,8 +176,8 @@ class ServiceLine:
             spec=doc.get("input"),
         )
 
-    def retrain(self, reason: str) -> float | None:
-        """A run from scratch on everything labelled (not approved): its wall time."""
+    def retrain(self, reason: str) -> Retrained | None:
+        """A run from scratch on everything labelled (not approved)."""
         run = self._call(
             "POST",
             "/v1/training-runs",
@@ -174,7 +185,9 @@ class ServiceLine:
         )
         run = self._wait_run(run["url"])
         result = run.get("result") or {}
-        return float(result["seconds"]) if run["state"] == "succeeded" else None
+        if run["state"] != "succeeded":
+            return None
+        return Retrained(float(result["seconds"]), int(result["version"]))
 
     def _wait_run(self, url: str) -> dict[str, Any]:
         while (run := self._call("GET", url))["state"] in ("queued", "running"):
@@ -242,6 +255,9 @@ class ServiceLine:
 
 class InProcessLine:
     """The same steps on a LocalStore in this process (TensorFlow loads here)."""
+
+    # Any version's verdicts can be had here, not only production's: the retrain is scored.
+    judges_any_version = True
 
     def __init__(self, workdir: Path, policy: Path, config: dict[str, Any]) -> None:
         from inspector import gating
@@ -315,23 +331,25 @@ class InProcessLine:
             spec=doc["input"],
         )
 
-    def retrain(self, reason: str) -> float | None:
-        """A run from scratch on everything labelled (not approved): its wall time."""
+    def retrain(self, reason: str) -> Retrained | None:
+        """A run from scratch on everything labelled (not approved)."""
         from inspector import training
 
         request = training.request_run(
             self.store, by="bench", config=self.config, parent="none", reason=reason
         )
         result = training.execute_run(self.store, request["run_id"], cache_dir=self.cache)
-        return float(result["seconds"]) if result["state"] == "succeeded" else None
+        if result["state"] != "succeeded":
+            return None
+        return Retrained(float(result["seconds"]), int(result["version"]))
 
-    def judge(self, items: tuple[Item, ...]) -> list[Judged]:
-        """The production version's verdicts on the held-back parts, made as the inference
-        worker makes them."""
+    def judge(self, items: tuple[Item, ...], version: int | None = None) -> list[Judged]:
+        """The verdicts of ``version`` (default: production's) on the held-back parts, made
+        as the inference worker makes them."""
         from inspector import registry, serving, verdicts
         from inspector.export import ServingModel
 
-        number = registry.alias(self.store, "production")
+        number = version or registry.alias(self.store, "production")
         assert number is not None, "no production version"
         doc = registry.get_version(self.store, number)
         saved = registry.download_directory(
