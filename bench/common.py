@@ -168,6 +168,16 @@ def add_wait_options(parser: Any) -> None:
     )
 
 
+def wait_before_measuring(args: Any) -> tuple[float, float]:
+    """Seconds waited for other benchmarks, then for an idle machine, as ``--no-wait``
+    and ``--idle-timeout`` say (``--no-wait``: neither)."""
+    if args.no_wait:
+        return 0.0, 0.0
+    waited = wait_for_quiet_machine()
+    idle = wait_for_idle(args.idle_timeout) if args.idle_timeout > 0 else 0.0
+    return waited, idle
+
+
 def wait_for_idle(
     timeout: float, limit: float = 0.3, log: Any = print, poll: float = 30.0
 ) -> float:

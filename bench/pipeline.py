@@ -372,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     # Trace the training step (full and last partial batch) before any timing.
     model.fit(ceiling_dataset(pixels, label_array, batch), epochs=1, verbose=0)
 
-    waited = 0.0 if args.no_wait else common.wait_for_quiet_machine()
-    waited_idle = common.wait_for_idle(args.idle_timeout) if args.idle_timeout > 0 else 0.0
+    waited, waited_idle = common.wait_before_measuring(args)
     info = common.machine()
     started = common.utc_now()
     print(f"machine: {common.describe(info)}")

@@ -330,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = common.split_counts(classes, images)
     print(f"NEU at {args.data.resolve()}: {len(images)} images, {len(classes)} classes\n")
     print(common.counts_table(counts) + "\n")
-    waited = 0.0 if args.no_wait else common.wait_for_quiet_machine()
-    waited_idle = common.wait_for_idle(args.idle_timeout) if args.idle_timeout > 0 else 0.0
+    waited, waited_idle = common.wait_before_measuring(args)
     started = common.utc_now()
     info = common.machine()
     print(f"machine: {common.describe(info)}\n")
