@@ -58,8 +58,16 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return config
 
 
-def play(mode: str, scenario: lines.Scenario, workdir: Path, config: dict[str, Any]) -> dict:
-    """Every day of ``scenario`` in one mode; per day: the run and the held-back score."""
+def play(
+    mode: str,
+    scenario: lines.Scenario,
+    workdir: Path,
+    config: dict[str, Any],
+    *,
+    retrain: bool = True,
+) -> dict:
+    """Every day of ``scenario`` in one mode; per day: the run and the held-back score;
+    then (``retrain``) a run from scratch on every day's parts, for comparison."""
     from inspector.model_input import InputSpec
 
     days: list[dict[str, Any]] = []
@@ -84,10 +92,10 @@ def play(mode: str, scenario: lines.Scenario, workdir: Path, config: dict[str, A
                 spec = InputSpec.from_doc(result.spec) if result.spec else None
                 day["held_back"] = score(line.judge(held), scenario.good, spec)
             days.append(day)
-        retrain, retrain_held = None, None
-        if len(scenario.days) > 1 and days[-1]["run"]["state"] == "succeeded":
+        retrained, retrain_held = None, None
+        if retrain and len(scenario.days) > 1 and days[-1]["run"]["state"] == "succeeded":
             print(f"[{mode}] retraining from scratch on every day's parts, for comparison")
-            retrain, retrain_held = _retrain(line, scenario, spec)
+            retrained, retrain_held = _retrain(line, scenario, spec)
     for before, after in itertools.pairwise(days):
         if "held_back" in before and "held_back" in after:
             after["forgetting"] = forgetting(
@@ -96,7 +104,7 @@ def play(mode: str, scenario: lines.Scenario, workdir: Path, config: dict[str, A
     return {
         "mode": mode,
         "days": days,
-        "retrain_seconds": retrain,
+        "retrain_seconds": retrained,
         "retrain_held_back": retrain_held,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -202,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a training setting for every run (default: the product's own)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directories")
+    parser.add_argument(
+        "--no-retrain",
+        action="store_true",
+        help="skip the run from scratch on every day's parts after the last day",
+    )
     common.add_wait_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -218,8 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             "neu-cl": lines.neu_cl,
             "sim-small": lines.simulated_small,
         }[args.scenario]()
-    if not args.no_wait and args.idle_timeout > 0:
-        common.wait_for_idle(args.idle_timeout)
+    common.wait_before_measuring(args)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     config = _overrides(args.set_)
     print(
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode in modes:
         workdir = Path(tempfile.mkdtemp(prefix=f"real-lines-{mode}-"))
         try:
-            results.append(play(mode, scenario, workdir, config))
+            results.append(play(mode, scenario, workdir, config, retrain=not args.no_retrain))
         finally:
             if not args.keep:
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -67,6 +67,14 @@ class TrainConfig(BaseModel):
     min_steps_per_class: int = Field(400, ge=0)
     fine_tune_epochs: int = Field(12, ge=1, le=1000)
     fine_tune_min_steps: int = Field(300, ge=1)
+    # The wall time a run may take, from its start to its version, in minutes; 0: no limit.
+    # Where the epochs measured so far say the fit would overrun it, the run trains fewer
+    # epochs (the cosine decay ends with them) instead of taking longer: the same data
+    # trains the same model on a machine fast enough, a shorter one on a slower machine
+    # (the version says so). On a 2-core Zen 3 KolektorSDD's run took 853 s; 18 of its 30
+    # epochs gave AUROC 0.945 against 0.981 (BENCHMARKS.md, "A time budget for slower
+    # machines").
+    time_budget_minutes: float = Field(9.5, ge=0)
     patience: int = Field(10, ge=1)
     # Batch-norm statistics lag in the first epochs, when the validation loss of a still
     # uniform model can look best: early stopping watches only from this epoch on.

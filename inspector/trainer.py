@@ -38,7 +38,13 @@ from inspector import (
 from inspector.datasets import DatasetError, ManifestEntry
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
-from inspector.trainer_callbacks import DivergenceGuard, EarlyStop, ProgressCallback
+from inspector.trainer_callbacks import (
+    DivergenceGuard,
+    EarlyStop,
+    ProgressCallback,
+    ShortenableCosine,
+    TimeBudget,
+)
 from inspector.training import Progress, TrainingFailed
 from inspector.training_data import TrainingData
 from storage import ObjectStore
@@ -102,19 +108,25 @@ def _pastes(config: TrainConfig, data: TrainingData) -> bool:
     return bool(data.good) and config.synthetic_defects > 0
 
 
-def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> keras.Model:
+def _schedule(config: TrainConfig, data: TrainingData) -> ShortenableCosine | float:
+    """The learning rate: two epochs of warm-up, then cosine decay; or a constant."""
+    plan = data.plan
+    if config.lr_schedule != "cosine":
+        return plan.learning_rate
+    return ShortenableCosine(
+        0.0,
+        plan.steps,
+        warmup_target=plan.learning_rate,
+        warmup_steps=plan.steps_per_epoch * min(2, plan.epochs - 1),
+        alpha=0.01,
+    )
+
+
+def _compile(
+    model: keras.Model, config: TrainConfig, data: TrainingData, schedule: Any
+) -> keras.Model:
     """The model that ``fit`` trains: ``model`` itself, or ``model`` with the synthetic
     defects' cell output beside its classes (the layers are shared)."""
-    plan = data.plan
-    schedule: Any = plan.learning_rate
-    if config.lr_schedule == "cosine":
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            plan.steps,
-            warmup_target=plan.learning_rate,
-            warmup_steps=plan.steps_per_epoch * min(2, plan.epochs - 1),
-            alpha=0.01,
-        )
     optimizer = keras.optimizers.Adam(
         schedule, use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99
     )
@@ -140,16 +152,32 @@ def _compile(model: keras.Model, config: TrainConfig, data: TrainingData) -> ker
     return trained
 
 
+# What a run does after its fit (the threshold, the export, TFLite, the held-out self-check,
+# publishing) took 20-30 s on KolektorSDD on a 2-core Zen 3: the fit ends this much before
+# the run's deadline.
+AFTER_FIT_SECONDS = 45.0
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    history: dict[str, list[float]]
+    seconds: float
+    shortened: dict[str, Any] | None  # TimeBudget.shortened
+
+
 def _fit(
     model: keras.Model,
     config: TrainConfig,
     data: TrainingData,
-    train: _Split,
-    validation: _Split | None,
+    splits: tuple[_Split, _Split | None],
     progress: Progress,
     tensorboard_dir: Path,
-) -> tuple[dict[str, list[float]], float]:
+    timing: tuple[ShortenableCosine | float, float | None],
+) -> _Fitted:
+    """Fit ``model``; ``timing``: its learning-rate schedule and the fit's deadline."""
     plan = data.plan
+    train, validation = splits
+    schedule, deadline = timing
     train_ds = pipeline_data.training_dataset(
         train.paths,
         train.labels.tolist(),
@@ -172,9 +200,20 @@ def _fit(
         )
         val_ds = synthetic_defects.without_cells(val_ds, cell) if val_ds is not None else None
     guard = DivergenceGuard(config.divergence_factor)
+    shown = ProgressCallback(progress, plan.epochs, plan.steps_per_epoch)
+    budget = None
+    if deadline is not None:
+        budget = TimeBudget(
+            deadline - AFTER_FIT_SECONDS,
+            plan.epochs,
+            plan.steps_per_epoch,
+            schedule=schedule if isinstance(schedule, ShortenableCosine) else None,
+            progress=shown,
+        )
     callbacks = [
-        ProgressCallback(progress, plan.epochs, plan.steps_per_epoch),
+        shown,
         guard,
+        *([budget] if budget else []),
         EarlyStop(
             config.keep_weights,
             monitor="val_loss" if val_ds is not None else "loss",
@@ -199,7 +238,9 @@ def _fit(
         ) from exc
     if guard.reason:
         raise TrainingFailed(f"{guard.reason}; no version was created", code="diverged")
-    return history.history, time.monotonic() - started
+    return _Fitted(
+        history.history, time.monotonic() - started, budget.shortened if budget else None
+    )
 
 
 def _eval_dataset(split: _Split, data: TrainingData, batch_size: int = 32) -> tf.data.Dataset:
@@ -251,9 +292,11 @@ def fit_and_export(
     cache_dir: Path,
     work_dir: Path,
     progress: Progress,
+    deadline: float | None = None,
 ) -> Outcome:
-    """Fit a model on ``data.train`` (early-stopped on the validation images), choose its
-    threshold on them, export it, and check the export on the held-out images."""
+    """Fit a model on ``data.train`` (early-stopped on the validation images, and ended in
+    time for ``deadline``, a ``time.monotonic()``), choose its threshold on them, export
+    it, and check the export on the held-out images."""
     keras.utils.set_random_seed(config.seed)
     index = {name: i for i, name in enumerate(data.classes)}
     progress(
@@ -264,11 +307,20 @@ def fit_and_export(
     heldout = _split(store, data.heldout, index, cache_dir) if data.heldout else None
     with distribution_strategy().scope():
         model = _model(store, config, data, work_dir)
-        trained = _compile(model, config, data)
-    history, seconds = _fit(
-        trained, config, data, train, validation, progress, work_dir / "tensorboard"
+        schedule = _schedule(config, data)
+        trained = _compile(model, config, data, schedule)
+    fitted = _fit(
+        trained,
+        config,
+        data,
+        (train, validation),
+        progress,
+        work_dir / "tensorboard",
+        (schedule, deadline),
     )
+    history = fitted.history
     epochs_run = len(history.get("loss", []))
+    planned = fitted.shortened["epochs"] if fitted.shortened else data.plan.epochs
     judge = modeling.judging_model(model, config.judging_flips)
     learned = _check_learned(judge, train, data, epochs_run)
     learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
@@ -278,9 +330,11 @@ def fit_and_export(
         "training": {
             "epochs_run": epochs_run,
             "steps": epochs_run * data.plan.steps_per_epoch,
-            "seconds": round(seconds, 1),
+            "seconds": round(fitted.seconds, 1),
             "learning_rate": data.plan.learning_rate,
-            "stopped_early": epochs_run < data.plan.epochs,
+            "stopped_early": epochs_run < planned,
+            # Fewer epochs than planned, to end within the run's time budget.
+            **({"shortened": fitted.shortened} if fitted.shortened else {}),
             "learned": learned,
         },
         "operating_point": point.to_doc(),

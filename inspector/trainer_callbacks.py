@@ -1,5 +1,6 @@
 """Keras callbacks of a training run: progress for the CLI and console, a guard that
-stops a run whose loss diverges, and early stopping that says which weights it kept."""
+stops a run whose loss diverges, early stopping that says which weights it kept, and a
+time budget that ends the fit in time (with the cosine schedule it can shorten)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,81 @@ class EarlyStop(keras.callbacks.EarlyStopping):
                 else "",
             )
         super().on_train_end(logs)
+
+
+@keras.saving.register_keras_serializable(package="inspector")
+class ShortenableCosine(keras.optimizers.schedules.CosineDecay):
+    """Keras' cosine decay with warm-up, whose ``decay_steps`` a :class:`TimeBudget` may
+    cut while training runs (a variable the traced train step reads, not a constant).
+    Uncut, it computes what ``CosineDecay`` computes, to the bit."""
+
+    @property
+    def decay_steps(self) -> keras.Variable:
+        return self._decay_steps
+
+    @decay_steps.setter
+    def decay_steps(self, steps: Any) -> None:
+        self._decay_steps = keras.Variable(
+            float(steps), dtype="float32", trainable=False, name="decay_steps"
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "decay_steps": int(self._decay_steps.numpy())}
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends the fit in time for ``deadline`` (``time.monotonic()``): from the second
+    epoch on (the first one also traces the step), it projects the remaining epochs at the
+    median epoch's wall time so far and, where they would overrun, plans fewer epochs
+    (the cosine schedule's end moves with them, so the learning rate still decays) and
+    stops after the last one. It never adds epochs. ``shortened`` says what it did."""
+
+    def __init__(
+        self,
+        deadline: float,
+        epochs: int,
+        steps_per_epoch: int,
+        *,
+        schedule: ShortenableCosine | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        super().__init__()
+        self.deadline, self.epochs, self.steps_per_epoch = deadline, epochs, steps_per_epoch
+        self.schedule, self.progress = schedule, progress
+        self.planned = epochs
+        self.epoch_seconds: list[float] = []
+        self.shortened: dict[str, Any] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        self.epoch_seconds.append(now - self._epoch_started)
+        if epoch >= 1:
+            pace = sorted(self.epoch_seconds[1:])[(len(self.epoch_seconds) - 2) // 2]
+            affordable = epoch + 1 + int(max(0.0, self.deadline - now) // max(pace, 1e-9))
+            if affordable < self.epochs:
+                self._shorten(max(affordable, epoch + 1), pace)
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+    def _shorten(self, epochs: int, pace: float) -> None:
+        self.epochs = epochs
+        if self.schedule is not None:
+            # The decay ends where the plan now ends (it started at the plan's steps).
+            self.schedule.decay_steps.assign(float(epochs * self.steps_per_epoch))
+        if self.progress is not None:
+            self.progress.epochs = epochs
+        self.shortened = {
+            "planned_epochs": self.planned,
+            "epochs": epochs,
+            "epoch_seconds": round(pace, 1),
+        }
+        log.warning(
+            "the run's time budget allows %d of its %d epochs (%.1f s an epoch here): "
+            "training fewer, with the learning rate's decay ending there",
+            epochs,
+            self.planned,
+            pace,
+        )

@@ -183,6 +183,7 @@ def execute_run(
         return dict(run["result"])
     config = TrainConfig(**run["config"])
     started = time.monotonic()
+    budget = config.time_budget_minutes * 60
     work_dir = Path(tempfile.mkdtemp(prefix=f"inspector-run-{run_id}-"))
     try:
         version = train_version(
@@ -193,6 +194,7 @@ def execute_run(
             run_id=run_id,
             cache_dir=cache_dir,
             work_dir=work_dir,
+            deadline=started + budget if budget else None,
             progress=progress,
         )
     except InspectorError as exc:
@@ -246,8 +248,10 @@ def train_version(
     cache_dir: Path,
     work_dir: Path,
     progress: Progress,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Train, export and publish one model version; returns its document."""
+    """Train, export and publish one model version (its fit ended in time for
+    ``deadline``, a ``time.monotonic()``); returns its document."""
     progress({"phase": "snapshot"})
     snapshot = datasets.take_snapshot(store, by=f"run:{run_id}", policy=config.split_policy)
     parent_number = _resolve_parent(store, parent)
@@ -257,7 +261,9 @@ def train_version(
     if existing is not None:
         log.info("run key %s already produced version %d: returning it", key, existing)
         return registry.get_version(store, existing)
-    data, outcome = _fit(store, snapshot, parent_doc, config, cache_dir, work_dir, progress)
+    data, outcome = _fit(
+        store, snapshot, parent_doc, config, (cache_dir, work_dir), progress, deadline
+    )
     progress({"phase": "publishing"})
     number = registry.claim_version_number(store)
     doc = {
@@ -292,19 +298,26 @@ def _fit(
     snapshot: datasets.Snapshot,
     parent_doc: dict[str, Any] | None,
     config: TrainConfig,
-    cache_dir: Path,
-    work_dir: Path,
+    dirs: tuple[Path, Path],
     progress: Progress,
+    deadline: float | None,
 ) -> tuple[training_data.TrainingData, Outcome]:
     """The run's data and fitted, exported model: a warm start from ``parent_doc`` where
     it can be one; where the warm start did not learn the classes new to its parent, the
     same run again from scratch on every training image (and the version says why)."""
     from inspector import learnt, trainer  # TensorFlow: only here, in the train worker
 
+    cache_dir, work_dir = dirs
     data = training_data.select(store, snapshot, parent_doc, config)
     try:
         return data, trainer.fit_and_export(
-            store, config, data, cache_dir=cache_dir, work_dir=work_dir, progress=progress
+            store,
+            config,
+            data,
+            cache_dir=cache_dir,
+            work_dir=work_dir,
+            progress=progress,
+            deadline=deadline,
         )
     except learnt.NewClassesNotLearnt as exc:
         if data.parent is None:
@@ -319,7 +332,13 @@ def _fit(
     scratch = work_dir / "from-scratch"
     scratch.mkdir()
     return data, trainer.fit_and_export(
-        store, config, data, cache_dir=cache_dir, work_dir=scratch, progress=progress
+        store,
+        config,
+        data,
+        cache_dir=cache_dir,
+        work_dir=scratch,
+        progress=progress,
+        deadline=deadline,
     )
 
 

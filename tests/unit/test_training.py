@@ -299,3 +299,16 @@ def test_a_first_run_trains_steps_per_class_where_the_line_has_good_parts(store)
     )
     without = training_data.select(store, defects_only, None, config)
     assert without.good == [] and without.plan.steps == 1020
+
+
+def test_a_run_out_of_time_trains_fewer_epochs_and_the_version_says_so(store, tmp_path):
+    # A budget spent before the fit starts: the time budget lets the first two epochs run
+    # (their pace is what it measures) and ends the fit there, instead of a late run.
+    config = FAST.model_copy(update={"epochs": 3, "min_steps": 300, "time_budget_minutes": 1e-3})
+    result = run(store, tmp_path, config=config, parent="none")
+    assert result["state"] == "succeeded", result
+    training_doc = registry.get_version(store, result["version"])["training"]
+    assert training_doc["epochs_run"] == 2 and training_doc["steps"] == 200
+    assert training_doc["shortened"]["planned_epochs"] == 3
+    assert training_doc["shortened"]["epochs"] == 2
+    assert not training_doc["stopped_early"]
