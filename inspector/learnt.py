@@ -4,7 +4,7 @@ judged against chance, and for a warm start, against the classes new to its pare
 No TensorFlow: :mod:`inspector.trainer` measures the recalls and calls these checks. A
 run at chance fails ("the model did not learn") and publishes nothing; a warm start that
 did not learn a new class raises :class:`NewClassesNotLearnt`, on which
-:mod:`inspector.training` trains again from scratch.
+:mod:`inspector.training` trains again on every image (``fallback``).
 """
 
 from __future__ import annotations

@@ -270,6 +270,28 @@ def grow_head(
     return grown
 
 
+# Shrink and perturb (Ash and Adams, "On warm-starting neural network training", NeurIPS
+# 2020): a network trained on earlier data learns new data worse than a fresh one, and
+# starting from SHRINK × its weights + PERTURB × a fresh initialisation closes the gap
+# while keeping much of what it knew (BENCHMARKS.md, "Shrink and perturb").
+SHRINK = 0.4
+PERTURB = 0.1
+
+
+def shrink_and_perturb(
+    model: keras.Model, fresh: keras.Model, shrink: float = SHRINK, perturb: float = PERTURB
+) -> None:
+    """Set every trainable weight of ``model`` to ``shrink`` × itself + ``perturb`` × the
+    same weight of ``fresh`` (a newly built model of the same layers and shapes); the
+    batch norms' moving statistics are kept."""
+    for layer in model.layers:
+        if not layer.trainable_weights:
+            continue
+        mine, theirs = layer.trainable_weights, fresh.get_layer(layer.name).trainable_weights
+        for weight, other in zip(mine, theirs, strict=True):
+            weight.assign(shrink * weight + perturb * other)
+
+
 def freeze_trunk(model: keras.Model, convolutions: int) -> list[str]:
     """Make the first ``convolutions`` convolutions of the trunk (and the batch norms that
     follow them, which then keep their statistics) untrainable and every other layer

@@ -9,7 +9,8 @@ parts, the fit also teaches the trunk where synthetic defects drawn into them ar
 whose model stayed at chance on its own training images fails ("the model did not
 learn") and publishes nothing; a warm start that did not learn a class new to its parent
 (``new_class_recall``) raises :class:`inspector.learnt.NewClassesNotLearnt`, on which
-:mod:`inspector.training` trains again from scratch.
+:mod:`inspector.training` trains again on every image, from the parent's weights shrunk
+and perturbed (a *refit*) or from scratch.
 """
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ def _model(store: ObjectStore, config: TrainConfig, data: TrainingData, work_dir
         store, data.parent, "model.keras", work_dir / "parent" / "model.keras"
     )
     model = modeling.grow_head(modeling.load_keras(path), doc["classes"], data.classes, data.good)
+    if data.refit:
+        modeling.freeze_trunk(model, 0)  # thaw what the parent was saved with frozen
+        fresh = modeling.build_model(
+            config.architecture,
+            data.classes,
+            data.good,
+            data.spec,
+            sharpness=config.pooling_sharpness,
+        )
+        modeling.shrink_and_perturb(model, fresh)
+        log.info(
+            "refit from version %s: its weights × %s + a fresh initialisation × %s",
+            data.parent,
+            modeling.SHRINK,
+            modeling.PERTURB,
+        )
+        return model
     frozen = modeling.freeze_trunk(model, config.fine_tune_frozen)
     if frozen:
         log.info("warm start: %s kept as version %s trained them", ", ".join(frozen), data.parent)
@@ -323,7 +341,8 @@ def fit_and_export(
     planned = fitted.shortened["epochs"] if fitted.shortened else data.plan.epochs
     judge = modeling.judging_model(model, config.judging_flips)
     learned = _check_learned(judge, train, data, epochs_run)
-    learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
+    if not data.refit:  # a refit is the last resort: what it learnt, it publishes
+        learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
     point = _operating_point(judge, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {

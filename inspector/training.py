@@ -303,8 +303,9 @@ def _fit(
     deadline: float | None,
 ) -> tuple[training_data.TrainingData, Outcome]:
     """The run's data and fitted, exported model: a warm start from ``parent_doc`` where
-    it can be one; where the warm start did not learn the classes new to its parent, the
-    same run again from scratch on every training image (and the version says why)."""
+    it can be one; where the warm start did not learn the classes new to its parent, a run
+    on every training image with a first run's plan (and the version says why), from the
+    parent's weights shrunk and perturbed or from scratch (``config.fallback``)."""
     from inspector import learnt, trainer  # TensorFlow: only here, in the train worker
 
     cache_dir, work_dir = dirs
@@ -322,21 +323,27 @@ def _fit(
     except learnt.NewClassesNotLearnt as exc:
         if data.parent is None:
             raise
-        note = f"{exc.message}: trained from scratch on every labelled image instead"
+        restart = (
+            f"from version {data.parent}'s weights shrunk and perturbed"
+            if config.fallback == "shrink_perturb"
+            else "from scratch"
+        )
+        note = f"{exc.message}: trained again on every labelled image, {restart}"
         log.warning(note)
         progress({"phase": "restarting", "reason": note})
+    refit = config.fallback == "shrink_perturb"
     data = dataclasses.replace(
-        training_data.select(store, snapshot, None, config),
+        training_data.select(store, snapshot, parent_doc if refit else None, config, refit=refit),
         note="; ".join(n for n in (data.note, note) if n),
     )
-    scratch = work_dir / "from-scratch"
-    scratch.mkdir()
+    again = work_dir / "again"
+    again.mkdir()
     return data, trainer.fit_and_export(
         store,
         config,
         data,
         cache_dir=cache_dir,
-        work_dir=scratch,
+        work_dir=again,
         progress=progress,
         deadline=deadline,
     )

@@ -4,7 +4,8 @@ No TensorFlow. :func:`select` takes a snapshot (and the parent version, for a wa
 and returns a :class:`TrainingData`: the class list (a parent's classes first, in their
 order, then new ones), which of them are good parts, the training images (all of the
 snapshot's training split; for a warm start the images the parent never saw plus a
-class-balanced replay sample of older ones), the validation and held-out images, the
+class-balanced replay sample of older ones, or for a refit all of them with a first run's
+plan), the validation and held-out images, the
 model input (the parent's, or chosen from the images' own shapes) and the plan of steps.
 It refuses, saying what to do, data that cannot make a model: one class, or a class
 with fewer labelled images than a model can learn from.
@@ -49,6 +50,9 @@ class TrainingData:
     note: str = ""
     # A warm start's classes that its parent did not know (its head grew for them).
     new_classes: tuple[str, ...] = ()
+    # A warm start trained like a first run: on every training image, with a first run's
+    # plan, from the parent's weights shrunk and perturbed, nothing frozen.
+    refit: bool = False
 
 
 def warm_startable(parent_doc: dict[str, Any] | None) -> tuple[bool, str]:
@@ -127,13 +131,21 @@ def _grey_in_colour(store: ObjectStore, entries: list[ManifestEntry]) -> bool:
 
 
 def _warm_train(
-    store: ObjectStore, snapshot: Snapshot, parent_doc: dict[str, Any], config: TrainConfig
+    store: ObjectStore,
+    snapshot: Snapshot,
+    parent_doc: dict[str, Any],
+    config: TrainConfig,
+    refit: bool,
 ) -> tuple[list[ManifestEntry], int, int]:
+    """The images a warm start trains on (all of them for a refit), how many its parent
+    never saw, and how many of the others are replayed."""
     seen = {
         e.image_id for e in datasets.load_snapshot(store, parent_doc["snapshot_id"]).split("train")
     }
     all_train = snapshot.split("train")
     new = [e for e in all_train if e.image_id not in seen]
+    if refit:
+        return all_train, len(new), len(all_train) - len(new)
     if not new:
         raise DatasetError(
             f"no new training images since version {parent_doc['version']}; "
@@ -154,8 +166,11 @@ def select(
     snapshot: Snapshot,
     parent_doc: dict[str, Any] | None,
     config: TrainConfig,
+    *,
+    refit: bool = False,
 ) -> TrainingData:
-    """The classes, images, input and plan of a run (the module docstring says how)."""
+    """The classes, images, input and plan of a run (the module docstring says how);
+    ``refit``: a warm start from ``parent_doc`` trained like a first run, on every image."""
     good_names = {c.name for c in records.list_classes(store) if not c.defect}
     snapshot_classes = sorted(snapshot.classes)
     warm, note = warm_startable(parent_doc)
@@ -164,7 +179,7 @@ def select(
     if warm and parent_doc is not None:
         old = list(parent_doc["classes"])
         classes = old + [c for c in snapshot_classes if c not in old]
-        train, new, replayed = _warm_train(store, snapshot, parent_doc, config)
+        train, new, replayed = _warm_train(store, snapshot, parent_doc, config, refit)
     else:
         classes, train = snapshot_classes, snapshot.split("train")
         new, replayed = len(train), 0
@@ -181,7 +196,7 @@ def select(
     # The class floor is for lines with good parts, whose defects are found among them
     # (on NEU, every part a defect, it made the next warm start forget: BENCHMARKS.md).
     floor_classes = len(classes) if any(c in good_names for c in classes) else 0
-    plan = plan_training(config, len(train), fine_tune=warm, classes=floor_classes)
+    plan = plan_training(config, len(train), fine_tune=warm and not refit, classes=floor_classes)
     if warm and parent_doc is not None:
         spec = _parent_input(parent_doc, config)
     else:
@@ -210,4 +225,5 @@ def select(
         replayed=replayed,
         note=note,
         new_classes=tuple(classes[len(parent_doc["classes"]) :]) if warm and parent_doc else (),
+        refit=refit and warm,
     )

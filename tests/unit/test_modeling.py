@@ -20,6 +20,7 @@ from inspector.modeling import (
     judging_logits,
     judging_model,
     logits_model,
+    shrink_and_perturb,
 )
 
 CLASSES = ["ok", "pit", "scratch"]
@@ -89,6 +90,23 @@ def test_growing_the_head_keeps_old_class_outputs():
     # New classes start far below: the old classes' probabilities barely move.
     np.testing.assert_allclose(np.asarray(grown(x))[:, :3], before, atol=0.05)
     assert (np.asarray(grown(x)).argmax(axis=1) == before.argmax(axis=1)).all()
+
+
+def test_shrink_and_perturb_mixes_every_trainable_weight_and_keeps_the_statistics():
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    x = np.random.default_rng(3).uniform(0, 255, (4, 64, 32, 3)).astype(np.float32)
+    model(x, training=True)  # moves the batch norms' statistics off their start
+    fresh = build_model("fcn16", CLASSES, ["ok"], SPEC)
+    before = {w.path: np.asarray(w).copy() for w in model.weights}
+    shrink_and_perturb(model, fresh, shrink=0.4, perturb=0.1)
+    theirs = {w.path: np.asarray(w) for w in fresh.weights}
+    trainable = {w.path for w in model.trainable_weights}
+    assert any("moving_variance" in path for path in before)
+    for weight in model.weights:
+        expected = before[weight.path]
+        if weight.path in trainable:
+            expected = 0.4 * expected + 0.1 * theirs[weight.path]
+        np.testing.assert_allclose(np.asarray(weight), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_a_frozen_trunk_keeps_its_first_convolutions_and_their_statistics_through_a_fit():

@@ -113,8 +113,9 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path)
         assert per_class[label] >= old_accuracy - 0.25, (label, per_class, old_accuracy)
 
 
-def test_a_warm_start_that_does_not_learn_its_new_class_trains_from_scratch(
-    trained, tmp_path, caplog
+@pytest.mark.parametrize("fallback", ["shrink_perturb", "scratch"])
+def test_a_warm_start_that_does_not_learn_its_new_class_trains_again_on_every_image(
+    trained, tmp_path, caplog, fallback
 ):
     root, first = trained
     store = copy_store(root, tmp_path)
@@ -127,19 +128,32 @@ def test_a_warm_start_that_does_not_learn_its_new_class_trains_from_scratch(
             "fine_tune_min_steps": 1,
             "fine_tune_learning_rate": 1e-9,
             "new_class_recall": 0.8,
+            "fallback": fallback,
         }
     )
-    with caplog.at_level(logging.WARNING, logger="inspector.training"):
+    with caplog.at_level(logging.INFO, logger="inspector"):
         second = run(store, tmp_path, config)
     assert second["state"] == "succeeded", second
     doc = registry.get_version(store, second["version"])
-    assert doc["parent_version"] is None
-    assert doc["classes"] == ["crack", "ok", "pit", "scratch"]  # a fresh head, sorted
     assert doc["data"]["train"] == sum(doc["data"]["snapshot_counts"]["train"].values())
+    assert doc["plan"]["learning_rate"] == config.learning_rate  # a first run's plan
     assert f"warm start from version {first['version']} did not learn" in doc["note"]
-    assert "crack 0%" in doc["note"] and "from scratch" in doc["note"]
+    assert "crack 0%" in doc["note"]
     assert any("did not learn its new classes" in r.getMessage() for r in caplog.records)
-    assert "crack" in doc["training"]["learned"]["recall"]  # the scratch run's own check
+    assert "crack" in doc["training"]["learned"]["recall"]  # the second run's own check
+    if fallback == "scratch":
+        assert doc["parent_version"] is None and "from scratch" in doc["note"]
+        assert doc["classes"] == ["crack", "ok", "pit", "scratch"]  # a fresh head, sorted
+    else:
+        # The parent's weights, shrunk and perturbed: its lineage and its class order kept.
+        parent = registry.get_version(store, first["version"])
+        assert doc["parent_version"] == first["version"]
+        assert "shrunk and perturbed" in doc["note"]
+        assert doc["classes"] == [*parent["classes"], "crack"]
+        assert doc["data"]["replayed"] == len(
+            datasets.load_snapshot(store, parent["snapshot_id"]).split("train")
+        )
+        assert any(r.getMessage().startswith("refit from version") for r in caplog.records)
 
 
 def _heldout_accuracy_by_class(store, version, tmp_path):
