@@ -270,6 +270,15 @@ def grow_head(
     return grown
 
 
+def shift_logits(model: keras.Model, classes: Sequence[bool], offset: float) -> None:
+    """Add ``offset`` to the logits of the flagged ``classes``: to their classifier biases,
+    which :class:`ClassPooling` passes through unchanged (mean and log-sum-exp alike)."""
+    layer = model.get_layer(CLASSIFIER)
+    kernel, bias = layer.get_weights()
+    bias = bias + offset * np.asarray(classes, dtype=bias.dtype)
+    layer.set_weights([kernel, bias])
+
+
 # Shrink and perturb (Ash and Adams, "On warm-starting neural network training", NeurIPS
 # 2020): a network trained on earlier data learns new data worse than a fresh one, and
 # starting from SHRINK × its weights + PERTURB × a fresh initialisation closes the gap

@@ -10,7 +10,10 @@ whose model stayed at chance on its own training images fails ("the model did no
 learn") and publishes nothing; a warm start that did not learn a class new to its parent
 (``new_class_recall``) raises :class:`inspector.learnt.NewClassesNotLearnt`, on which
 :mod:`inspector.training` trains again on every image, from the parent's weights shrunk
-and perturbed (a *refit*) or from scratch.
+and perturbed (a *refit*) or from scratch; one that did learn them has their logits
+calibrated on the validation images (:mod:`inspector.calibration`) before its threshold
+is chosen. What is measured on the run's own images after the fit (learnt, calibrated,
+threshold, self-check) lives in :mod:`inspector.fitted`.
 """
 
 from __future__ import annotations
@@ -18,17 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from inspector import (
     export,
+    fitted,
     learnt,
     modeling,
     pipeline_data,
@@ -36,7 +38,7 @@ from inspector import (
     synthetic_defects,
     thresholds,
 )
-from inspector.datasets import DatasetError, ManifestEntry
+from inspector.datasets import DatasetError
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
 from inspector.trainer_callbacks import (
@@ -61,25 +63,10 @@ class Outcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Split:
-    entries: list[ManifestEntry]
-    paths: list[Path]
-    labels: np.ndarray
-
-
 def distribution_strategy() -> tf.distribute.Strategy:
     """MirroredStrategy across GPUs when there is more than one; the default otherwise."""
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
-
-def _split(
-    store: ObjectStore, entries: Sequence[ManifestEntry], index: dict[str, int], cache_dir: Path
-) -> _Split:
-    paths = pipeline_data.fetch_to_cache(store, entries, cache_dir)
-    pipeline_data.verify_cache(paths)
-    return _Split(list(entries), paths, np.asarray([index[e.label] for e in entries], np.int64))
 
 
 def _model(store: ObjectStore, config: TrainConfig, data: TrainingData, work_dir: Path):
@@ -187,7 +174,7 @@ def _fit(
     model: keras.Model,
     config: TrainConfig,
     data: TrainingData,
-    splits: tuple[_Split, _Split | None],
+    splits: tuple[fitted.Split, fitted.Split | None],
     progress: Progress,
     tensorboard_dir: Path,
     timing: tuple[ShortenableCosine | float, float | None],
@@ -205,7 +192,7 @@ def _fit(
         augmentation=Augmentation(**config.augmentation.model_dump()),
         seed=config.seed,
     )
-    val_ds = _eval_dataset(validation, data) if validation else None
+    val_ds = fitted.eval_dataset(validation, data) if validation else None
     if _pastes(config, data):
         cell = synthetic_defects.feature_cell(model)
         train_ds = synthetic_defects.with_targets(
@@ -261,47 +248,6 @@ def _fit(
     )
 
 
-def _eval_dataset(split: _Split, data: TrainingData, batch_size: int = 32) -> tf.data.Dataset:
-    return pipeline_data.make_dataset(
-        split.paths, split.labels.tolist(), data.spec, batch_size=batch_size, training=False
-    )
-
-
-def _predict(model: keras.Model, split: _Split, data: TrainingData) -> np.ndarray:
-    return np.asarray(model.predict(_eval_dataset(split, data), verbose=0))
-
-
-def _check_learned(model: keras.Model, train: _Split, data: TrainingData, epochs: int) -> dict:
-    """Recall per class on (up to 64 per class of) the training images, unaugmented,
-    judged by :func:`inspector.learnt.check` (which raises where the run did not learn)."""
-    keep = [i for c in np.unique(train.labels) for i in np.flatnonzero(train.labels == c)[:64]]
-    sample = _Split(
-        [train.entries[i] for i in keep], [train.paths[i] for i in keep], train.labels[keep]
-    )
-    predicted = _predict(model, sample, data).argmax(axis=1)
-    recalls = {
-        data.classes[c]: float((predicted[sample.labels == c] == c).mean())
-        for c in np.unique(sample.labels)
-    }
-    return learnt.check(recalls, epochs)
-
-
-def _operating_point(
-    model: keras.Model, validation: _Split | None, data: TrainingData, config: TrainConfig
-) -> thresholds.OperatingPoint:
-    if not data.good:
-        return thresholds.no_ok_class(config.target_escape_rate)
-    if validation is None:
-        return thresholds.choose([], [], config.target_escape_rate)
-    probabilities = _predict(model, validation, data)
-    good = [c in data.good for c in data.classes]
-    p_defect = 1 - probabilities[:, good].sum(axis=1)
-    defective = [not good[label] for label in validation.labels]
-    return thresholds.choose(
-        p_defect.tolist(), defective, config.target_escape_rate, config.false_reject_ceiling
-    )
-
-
 def fit_and_export(
     store: ObjectStore,
     config: TrainConfig,
@@ -320,14 +266,14 @@ def fit_and_export(
     progress(
         {"phase": "fetching", "images": len(data.train) + len(data.validation) + len(data.heldout)}
     )
-    train = _split(store, data.train, index, cache_dir)
-    validation = _split(store, data.validation, index, cache_dir) if data.validation else None
-    heldout = _split(store, data.heldout, index, cache_dir) if data.heldout else None
+    train = fitted.fetch(store, data.train, index, cache_dir)
+    validation = fitted.fetch(store, data.validation, index, cache_dir) if data.validation else None
+    heldout = fitted.fetch(store, data.heldout, index, cache_dir) if data.heldout else None
     with distribution_strategy().scope():
         model = _model(store, config, data, work_dir)
         schedule = _schedule(config, data)
         trained = _compile(model, config, data, schedule)
-    fitted = _fit(
+    fit = _fit(
         trained,
         config,
         data,
@@ -336,25 +282,27 @@ def fit_and_export(
         work_dir / "tensorboard",
         (schedule, deadline),
     )
-    history = fitted.history
+    history = fit.history
     epochs_run = len(history.get("loss", []))
-    planned = fitted.shortened["epochs"] if fitted.shortened else data.plan.epochs
+    planned = fit.shortened["epochs"] if fit.shortened else data.plan.epochs
     judge = modeling.judging_model(model, config.judging_flips)
-    learned = _check_learned(judge, train, data, epochs_run)
+    learned = fitted.check_learned(judge, train, data, epochs_run)
     if not data.refit:  # a refit is the last resort: what it learnt, it publishes
         learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
-    point = _operating_point(judge, validation, data, config)
+    offset = fitted.calibrate(model, validation, data, config)  # ``learned``: before the offset
+    point = fitted.operating_point(judge, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {
         "training": {
             "epochs_run": epochs_run,
             "steps": epochs_run * data.plan.steps_per_epoch,
-            "seconds": round(fitted.seconds, 1),
+            "seconds": round(fit.seconds, 1),
             "learning_rate": data.plan.learning_rate,
             "stopped_early": epochs_run < planned,
             # Fewer epochs than planned, to end within the run's time budget.
-            **({"shortened": fitted.shortened} if fitted.shortened else {}),
+            **({"shortened": fit.shortened} if fit.shortened else {}),
             "learned": learned,
+            **({"new_class_offset": offset.to_doc()} if offset else {}),
         },
         "operating_point": point.to_doc(),
     }
@@ -384,7 +332,7 @@ def _export(
     config: TrainConfig,
     data: TrainingData,
     point: thresholds.OperatingPoint,
-    splits: tuple[_Split | None, _Split],
+    splits: tuple[fitted.Split | None, fitted.Split],
     work_dir: Path,
     progress: Progress,
     summary: dict[str, Any],
@@ -411,7 +359,7 @@ def _export(
     (out / "model.tflite").write_bytes(tflite)
     if heldout is not None:
         progress({"phase": "evaluating", "images": len(heldout.entries)})
-        summary["heldout"] = _self_check(judge, serving, tflite, heldout, data, point)
+        summary["heldout"] = fitted.self_check(judge, serving, tflite, heldout, data, point)
     summary["tflite"] = {
         "bytes": len(tflite),
         "quantization": "dynamic_range" if config.tflite_quantize else "none",
@@ -430,41 +378,3 @@ def _export(
     )
     export.save_json(data.classes, out / "classes.json")
     return {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
-
-
-def _self_check(
-    model: keras.Model,
-    serving: export.ServingModel,
-    tflite: bytes,
-    heldout: _Split,
-    data: TrainingData,
-    point: thresholds.OperatingPoint,
-) -> dict[str, Any]:
-    """Accuracy at the threshold of the SavedModel and of the TFLite file on the held-out
-    images, and the largest difference between served and trained outputs."""
-    keras_probs = _predict(model, heldout, data)
-    encoded = [p.read_bytes() for p in heldout.paths]
-    served = np.concatenate(
-        [
-            serving.predict_bytes(encoded[i : i + 32])["probabilities"]
-            for i in range(0, len(encoded), 32)
-        ]
-    )
-    pixels = np.concatenate([images.numpy() for images, _ in _eval_dataset(heldout, data)])
-    lite = export.tflite_probabilities(tflite, pixels)
-
-    def accuracy(probabilities: np.ndarray) -> float:
-        judged = [
-            thresholds.judge(row, data.classes, data.good, point.threshold).label
-            for row in probabilities
-        ]
-        truth = [e.label for e in heldout.entries]
-        return round(float(np.mean([a == b for a, b in zip(judged, truth, strict=True)])), 5)
-
-    return {
-        "count": len(heldout.entries),
-        "accuracy": accuracy(served),
-        "tflite_accuracy": accuracy(lite),
-        # Served outputs against the trained model's, on the same images.
-        "skew_max_abs_diff": float(np.abs(served - keras_probs).max()),
-    }

@@ -20,6 +20,7 @@ from inspector.modeling import (
     judging_logits,
     judging_model,
     logits_model,
+    shift_logits,
     shrink_and_perturb,
 )
 
@@ -90,6 +91,15 @@ def test_growing_the_head_keeps_old_class_outputs():
     # New classes start far below: the old classes' probabilities barely move.
     np.testing.assert_allclose(np.asarray(grown(x))[:, :3], before, atol=0.05)
     assert (np.asarray(grown(x)).argmax(axis=1) == before.argmax(axis=1)).all()
+
+
+def test_shifting_logits_moves_exactly_the_flagged_classes_by_the_offset():
+    model = build_model("fcn16", CLASSES, ["ok"], SPEC)  # ok mean-pooled, defects log-sum-exp
+    x = np.random.default_rng(2).uniform(0, 255, (4, 64, 32, 3)).astype(np.float32)
+    before = np.asarray(logits_model(model)(x))
+    shift_logits(model, [True, False, True], -0.75)
+    after = np.asarray(logits_model(model)(x))
+    np.testing.assert_allclose(after - before, np.tile([-0.75, 0.0, -0.75], (4, 1)), atol=1e-5)
 
 
 def test_shrink_and_perturb_mixes_every_trainable_weight_and_keeps_the_statistics():

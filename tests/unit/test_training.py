@@ -106,6 +106,10 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path)
     assert (
         new["data"]["train"] < new["data"]["snapshot_counts"]["train"].get("ok", 0) + 200
     )  # new + replay only
+    # The new class's logits calibrated on the validation images (inspector.calibration).
+    offset = new["training"]["new_class_offset"]
+    assert offset["classes"] == ["crack"] and offset["validation_images"] > 0
+    assert abs(offset["offset"]) <= 4 and offset["note"]
     per_class = _heldout_accuracy_by_class(store, new, tmp_path)
     assert per_class["crack"] >= 0.6
     old_accuracy = old["heldout"]["accuracy"]
