@@ -170,19 +170,15 @@ class _Fitted:
     shortened: dict[str, Any] | None  # TimeBudget.shortened
 
 
-def _fit(
+def _datasets(
     model: keras.Model,
     config: TrainConfig,
     data: TrainingData,
     splits: tuple[fitted.Split, fitted.Split | None],
-    progress: Progress,
-    tensorboard_dir: Path,
-    timing: tuple[ShortenableCosine | float, float | None],
-) -> _Fitted:
-    """Fit ``model``; ``timing``: its learning-rate schedule and the fit's deadline."""
-    plan = data.plan
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """The fit's training batches (augmented, with synthetic defects where the line has
+    good parts) and its validation batches."""
     train, validation = splits
-    schedule, deadline = timing
     train_ds = pipeline_data.training_dataset(
         train.paths,
         train.labels.tolist(),
@@ -204,6 +200,22 @@ def _fit(
             seed=config.seed,
         )
         val_ds = synthetic_defects.without_cells(val_ds, cell) if val_ds is not None else None
+    return train_ds, val_ds
+
+
+def _fit(
+    model: keras.Model,
+    config: TrainConfig,
+    data: TrainingData,
+    splits: tuple[fitted.Split, fitted.Split | None],
+    progress: Progress,
+    tensorboard_dir: Path,
+    timing: tuple[ShortenableCosine | float, float | None],
+) -> _Fitted:
+    """Fit ``model``; ``timing``: its learning-rate schedule and the fit's deadline."""
+    plan = data.plan
+    schedule, deadline = timing
+    train_ds, val_ds = _datasets(model, config, data, splits)
     guard = DivergenceGuard(config.divergence_factor)
     shown = ProgressCallback(progress, plan.epochs, plan.steps_per_epoch)
     budget = None
@@ -248,6 +260,35 @@ def _fit(
     )
 
 
+def _training_summary(fit: _Fitted, data: TrainingData, epochs_run: int) -> dict[str, Any]:
+    """How the fit went, as the version records it (``training``)."""
+    planned = fit.shortened["epochs"] if fit.shortened else data.plan.epochs
+    return {
+        "epochs_run": epochs_run,
+        "steps": epochs_run * data.plan.steps_per_epoch,
+        "seconds": round(fit.seconds, 1),
+        "learning_rate": data.plan.learning_rate,
+        "stopped_early": epochs_run < planned,
+        # Fewer epochs than planned, to end within the run's time budget.
+        **({"shortened": fit.shortened} if fit.shortened else {}),
+    }
+
+
+def _history_files(history: dict[str, list[float]], work_dir: Path) -> dict[str, Path]:
+    """The training curves (``history.json``) and the TensorBoard logs, as version files."""
+    path = work_dir / "version" / "history.json"
+    export.save_json({k: [float(v) for v in vs] for k, vs in history.items()}, path)
+    tensorboard_dir = work_dir / "tensorboard"
+    return {
+        "history.json": path,
+        **{
+            f"tensorboard/{p.relative_to(tensorboard_dir)}": p
+            for p in tensorboard_dir.rglob("*")
+            if p.is_file()
+        },
+    }
+
+
 def fit_and_export(
     store: ObjectStore,
     config: TrainConfig,
@@ -282,9 +323,7 @@ def fit_and_export(
         work_dir / "tensorboard",
         (schedule, deadline),
     )
-    history = fit.history
-    epochs_run = len(history.get("loss", []))
-    planned = fit.shortened["epochs"] if fit.shortened else data.plan.epochs
+    epochs_run = len(fit.history.get("loss", []))
     judge = modeling.judging_model(model, config.judging_flips)
     learned = fitted.check_learned(judge, train, data, epochs_run)
     if not data.refit:  # a refit is the last resort: what it learnt, it publishes
@@ -294,13 +333,7 @@ def fit_and_export(
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)
     summary: dict[str, Any] = {
         "training": {
-            "epochs_run": epochs_run,
-            "steps": epochs_run * data.plan.steps_per_epoch,
-            "seconds": round(fit.seconds, 1),
-            "learning_rate": data.plan.learning_rate,
-            "stopped_early": epochs_run < planned,
-            # Fewer epochs than planned, to end within the run's time budget.
-            **({"shortened": fit.shortened} if fit.shortened else {}),
+            **_training_summary(fit, data, epochs_run),
             "learned": learned,
             **({"new_class_offset": offset.to_doc()} if offset else {}),
         },
@@ -309,19 +342,7 @@ def fit_and_export(
     files = _export(
         model, judge, config, data, point, (heldout, train), work_dir, progress, summary
     )
-    export.save_json(
-        {k: [float(v) for v in vs] for k, vs in history.items()},
-        work_dir / "version" / "history.json",
-    )
-    files["history.json"] = work_dir / "version" / "history.json"
-    tensorboard_dir = work_dir / "tensorboard"
-    files.update(
-        {
-            f"tensorboard/{p.relative_to(tensorboard_dir)}": p
-            for p in tensorboard_dir.rglob("*")
-            if p.is_file()
-        }
-    )
+    files.update(_history_files(fit.history, work_dir))
     log.info("exported: %s", json.dumps(summary, default=str))
     return Outcome(files, summary)
 

@@ -161,6 +161,23 @@ def _warm_train(
     return new + replay, len(new), len(replay)
 
 
+def _fresh_input(
+    store: ObjectStore, train: list[ManifestEntry], plan: TrainingPlan, config: TrainConfig
+) -> InputSpec:
+    """A first run's input, chosen from its training images' shapes and the pixel budget."""
+    shapes = _shapes(store, train)
+    channels = config.channels
+    if channels is None and any(s.channels > 1 for s in shapes):
+        channels = 1 if _grey_in_colour(store, train) else 3
+    return choose_input(
+        shapes,
+        samples=plan.budget_samples(config.batch_size),
+        pixel_budget=config.pixel_budget,
+        long_side=config.image_size,
+        channels=channels,
+    )
+
+
 def select(
     store: ObjectStore,
     snapshot: Snapshot,
@@ -200,17 +217,7 @@ def select(
     if warm and parent_doc is not None:
         spec = _parent_input(parent_doc, config)
     else:
-        shapes = _shapes(store, train)
-        channels = config.channels
-        if channels is None and any(s.channels > 1 for s in shapes):
-            channels = 1 if _grey_in_colour(store, train) else 3
-        spec = choose_input(
-            shapes,
-            samples=plan.budget_samples(config.batch_size),
-            pixel_budget=config.pixel_budget,
-            long_side=config.image_size,
-            channels=channels,
-        )
+        spec = _fresh_input(store, train, plan, config)
     log.info("model input %s, %d steps (%d epochs)", spec, plan.steps, plan.epochs)
     return TrainingData(
         classes=classes,
