@@ -310,6 +310,7 @@ def _fit(
 
     cache_dir, work_dir = dirs
     data = training_data.select(store, snapshot, parent_doc, config)
+    refit = config.fallback == "shrink_perturb"
     try:
         return data, trainer.fit_and_export(
             store,
@@ -325,13 +326,12 @@ def _fit(
             raise
         restart = (
             f"from version {data.parent}'s weights shrunk and perturbed"
-            if config.fallback == "shrink_perturb"
+            if refit
             else "from scratch"
         )
         note = f"{exc.message}: trained again on every labelled image, {restart}"
         log.warning(note)
         progress({"phase": "restarting", "reason": note})
-    refit = config.fallback == "shrink_perturb"
     data = dataclasses.replace(
         training_data.select(store, snapshot, parent_doc if refit else None, config, refit=refit),
         note="; ".join(n for n in (data.note, note) if n),
