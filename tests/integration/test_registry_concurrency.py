@@ -21,8 +21,10 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
     redis = RedisServer(workdir=tmp_path / "redis").start()
     candidate(local_store, 1, accuracy=0.9)
     registry.transition(local_store, 1, "approve", actor="setup", role="operator", reason="first")
-    for number in range(2, 9):  # each assessed against production version 1
-        candidate(local_store, number, accuracy=0.9, production=1)
+    candidate(local_store, 2, accuracy=0.9, production=1)
+    registry.transition(local_store, 2, "approve", actor="setup", role="operator", reason="second")
+    for number in range(3, 10):  # each assessed against production version 2
+        candidate(local_store, number, accuracy=0.9, production=2)
     env = {
         "INSPECTOR_DATA_DIR": str(tmp_path),
         "INSPECTOR_STORE_URL": local_store.url,
@@ -36,7 +38,7 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
     try:
         for api, port in zip(apis, ports, strict=True):
             api.wait_http(f"http://127.0.0.1:{port}/healthz")
-        jobs = [("approve", n) for n in range(2, 9)] + [("rollback", 0)] * 9
+        jobs = [("approve", n) for n in range(3, 10)] + [("rollback", 0)] * 9
         barrier = threading.Barrier(len(jobs))
         statuses: list[int] = []
 
@@ -58,13 +60,16 @@ def test_concurrent_approve_and_rollback_keep_the_registry_consistent(tmp_path, 
         with ThreadPoolExecutor(len(jobs)) as pool:
             list(pool.map(fire, enumerate(jobs)))
         assert set(statuses) <= {200, 409}, statuses
-        assert statuses.count(200) >= 2  # an approval, and rollbacks after it
+        # Whichever change lands first succeeds; after it, every approval's report is
+        # stale and a rollback may find "previous" moved under it, so one is all that
+        # every interleaving guarantees. The log below proves the rest consistent.
+        assert statuses.count(200) >= 1
         state = registry.read_state(local_store)
         assert list(state.states.values()).count("production") == 1
         assert state.state_of(state.aliases["production"]) == "production"
         log = registry.audit_log(local_store)
         assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
-        assert len(log) == len([s for s in statuses if s == 200]) + 8 * 2 + 1  # + setup events
+        assert len(log) == len([s for s in statuses if s == 200]) + 9 * 2 + 2  # + setup events
         states: dict[int, str] = {}
         aliases: dict[str, int] = {}
         for event in log:
