@@ -141,6 +141,14 @@ class TrainConfig(BaseModel):
     # them. On NEU's second day, seeds 0-2: held back 98.3 → 99.1, 98.5 → 98.9,
     # 96.1 → 96.6 % (BENCHMARKS.md, "A warm start's new classes, calibrated").
     calibrate_new_classes: bool = True
+    # A warm start that adds classes can also learn to answer as its parent did over the
+    # parent's classes (inspector.distillation: Li and Hoiem's "learning without
+    # forgetting"): the weight of that loss beside the labels' and the temperature that
+    # softens both answers. Off (0) by default: at 1.0 on NEU's second day it kept the old
+    # classes' answers among themselves, but learnt less and forgot no less (BENCHMARKS.md,
+    # "Learning without forgetting").
+    distillation: float = Field(0.0, ge=0, le=100)
+    distillation_temperature: float = Field(2.0, gt=0, le=20)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)
     # With too few defective validation images to estimate the escape rate, the threshold
     # rejects at most this share of the good validation parts (inspector.thresholds);

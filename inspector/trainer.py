@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from inspector import (
+    distillation,
     export,
     fitted,
     learnt,
@@ -128,32 +129,39 @@ def _schedule(config: TrainConfig, data: TrainingData) -> ShortenableCosine | fl
 
 
 def _compile(
-    model: keras.Model, config: TrainConfig, data: TrainingData, schedule: Any
+    model: keras.Model,
+    config: TrainConfig,
+    data: TrainingData,
+    schedule: Any,
+    teacher: keras.Model | None,
 ) -> keras.Model:
     """The model that ``fit`` trains: ``model`` itself, or ``model`` with the synthetic
-    defects' cell output beside its classes (the layers are shared)."""
+    defects' cell output beside its classes (the layers are shared); with a ``teacher``
+    (the parent's logits), wrapped to keep the parent's answers (:mod:`inspector.distillation`)."""
     optimizer = keras.optimizers.Adam(
         schedule, use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99
     )
-    if not _pastes(config, data):
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-        )
-        return model
-    good = modeling.good_flags(model)
-    trained = synthetic_defects.training_model(model)
-    trained.compile(
-        optimizer=optimizer,
-        loss={
+    if _pastes(config, data):
+        good = modeling.good_flags(model)
+        trained = synthetic_defects.training_model(model)
+        loss: Any = {
             synthetic_defects.PROBABILITIES: synthetic_defects.class_loss(
                 good, config.twin_give_up
             ),
             synthetic_defects.ANOMALY: synthetic_defects.cell_loss,
-        },
-        metrics={synthetic_defects.PROBABILITIES: [synthetic_defects.class_accuracy(good)]},
-    )
+        }
+        metrics: Any = {synthetic_defects.PROBABILITIES: [synthetic_defects.class_accuracy(good)]}
+    else:
+        trained, metrics = model, ["accuracy"]
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    if teacher is not None:
+        trained = distillation.Distilled(
+            trained,
+            teacher,
+            weight=config.distillation,
+            temperature=config.distillation_temperature,
+        )
+    trained.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return trained
 
 
@@ -313,7 +321,9 @@ def fit_and_export(
     with distribution_strategy().scope():
         model = _model(store, config, data, work_dir)
         schedule = _schedule(config, data)
-        trained = _compile(model, config, data, schedule)
+        trained = _compile(
+            model, config, data, schedule, distillation.teacher_for(config, data, work_dir)
+        )
     fit = _fit(
         trained,
         config,
