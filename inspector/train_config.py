@@ -5,8 +5,8 @@ the API validates a training request without loading TensorFlow.
 key). :func:`plan_training` turns it, the number of training images and of classes into
 steps: an epoch is one pass over the training images, but never fewer than
 ``min_steps / epochs`` steps, because 50 images in batches of 16 are 4 steps an epoch, and
-120 steps do not teach a network from scratch to find a 2-pixel pit; and a first run on a
-line with good parts trains at least ``min_steps_per_class`` steps for each class, because
+120 steps do not teach a network from scratch to find a 2-pixel pit; and a first run
+trains at least ``min_steps_per_class`` steps for each class, because
 each class gets a share of every balanced batch, and five classes in 1,000 steps were still
 being told apart when the run ended. Defaults are chosen in BENCHMARKS.md ("Real lines",
 what was tried) on KolektorSDD, NEU and the simulator, never per line.
@@ -58,12 +58,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1, le=1024)
     epochs: int = Field(30, ge=1, le=1000)
     min_steps: int = Field(1000, ge=1, description="a first run trains at least this many steps")
-    # A first run from scratch on a line with good parts trains at least this many steps
-    # per class. On sim-small's five classes 1,000 steps left the training accuracy
-    # climbing at 0.83 and one class unlearnt (held back 84 %); 2,000 steps at the same
-    # canvas: 97 % (BENCHMARKS.md, "Steps per class"). With two classes min_steps decides;
-    # a line without a good class (NEU) keeps min_steps: there the longer first run made
-    # the next warm start forget.
+    # A first run from scratch trains at least this many steps per class. On sim-small's
+    # five classes 1,000 steps left the training accuracy climbing at 0.83 and one class
+    # unlearnt (held back 84 %); 2,000 steps at the same canvas: 97 % (BENCHMARKS.md,
+    # "Steps per class"). With two classes min_steps decides. On NEU (no good class) the
+    # floor once made the next warm start forget; since the new classes' calibration it
+    # gives the better day 1 and day 2 ("NEU's first run with the class floor").
     min_steps_per_class: int = Field(400, ge=0)
     fine_tune_epochs: int = Field(12, ge=1, le=1000)
     fine_tune_min_steps: int = Field(300, ge=1)

@@ -210,10 +210,7 @@ def select(
     _check_counts(
         snapshot, [c for c in classes if c in snapshot_classes], train, config.min_images_per_class
     )
-    # The class floor is for lines with good parts, whose defects are found among them
-    # (on NEU, every part a defect, it made the next warm start forget: BENCHMARKS.md).
-    floor_classes = len(classes) if any(c in good_names for c in classes) else 0
-    plan = plan_training(config, len(train), fine_tune=warm and not refit, classes=floor_classes)
+    plan = plan_training(config, len(train), fine_tune=warm and not refit, classes=len(classes))
     if warm and parent_doc is not None:
         spec = _parent_input(parent_doc, config)
     else:

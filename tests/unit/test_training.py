@@ -300,10 +300,9 @@ def test_the_nightly_schedule_is_a_cron_expression():
         cron_schedule("every night")
 
 
-def test_a_first_run_trains_steps_per_class_where_the_line_has_good_parts(store):
+def test_a_first_run_trains_steps_per_class_with_or_without_good_parts(store):
     """Three classes with ok, 600 steps a class: 1,800 steps at the canvas of 1,020; the
-    same parts without the good class (every part a defect, as on NEU): min_steps alone,
-    not 2 × 600."""
+    same parts without the good class (every part a defect, as on NEU): 2 × 600."""
     from dataclasses import replace
 
     from inspector import training_data
@@ -319,7 +318,7 @@ def test_a_first_run_trains_steps_per_class_where_the_line_has_good_parts(store)
         entries=tuple(e for e in snapshot.entries if e.label != "ok"),
     )
     without = training_data.select(store, defects_only, None, config)
-    assert without.good == [] and without.plan.steps == 1020
+    assert without.good == [] and without.plan.steps == 1200
 
 
 def test_a_run_out_of_time_trains_fewer_epochs_and_the_version_says_so(store, tmp_path):
