@@ -170,7 +170,7 @@ def test_a_run_pastes_only_where_there_are_good_parts_and_it_is_on(good, rate, p
     classes = ["ok", "pit"] if good else ["crazing", "pit"]
     data = TrainingData(classes, good, [], [], [], spec, TrainingPlan(2, 2, 1e-3), None, 0, 0)
     model = modeling.build_model("fcn16", classes, good, spec)
-    compiled = trainer._compile(model, TrainConfig(synthetic_defects=rate), data, 1e-3)
+    compiled = trainer._compile(model, TrainConfig(synthetic_defects=rate), data, 1e-3, None)
     # Without pastes the run trains the classifier itself, exactly as before they existed.
     assert (compiled is not model) == pastes
     assert any(layer.name == ANOMALY for layer in compiled.layers) == pastes
