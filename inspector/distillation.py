@@ -85,11 +85,9 @@ class Distilled(keras.Model):
 
 
 def teacher(parent: keras.Model) -> keras.Model:
-    """The parent, frozen, ending at its logits: a separate copy from the one the warm
-    start grew its model from (which shares that copy's layers)."""
-    logits = modeling.logits_model(parent)
-    logits.trainable = False
-    return logits
+    """The parent ending at its logits (:class:`Distilled` freezes it): load a separate
+    copy from the one the warm start grew its model from, which shares that copy's layers."""
+    return modeling.logits_model(parent)
 
 
 def teacher_for(config: TrainConfig, data: TrainingData, work_dir: Path) -> keras.Model | None:

@@ -203,6 +203,14 @@ def training_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, {PROBABILITIES: model.outputs[0], ANOMALY: anomaly})
 
 
+def losses(good: Sequence[bool], give_up: float = 0.0) -> tuple[dict, dict]:
+    """The losses and metrics of :func:`training_model`'s two outputs, by output name."""
+    return (
+        {PROBABILITIES: class_loss(good, give_up), ANOMALY: cell_loss},
+        {PROBABILITIES: [class_accuracy(good)]},
+    )
+
+
 def feature_cell(model: keras.Model) -> int:
     """The side, in canvas pixels, of one cell of the model's feature map."""
     height = int(model.inputs[0].shape[1])

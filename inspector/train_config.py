@@ -145,8 +145,8 @@ class TrainConfig(BaseModel):
     # parent's classes (inspector.distillation: Li and Hoiem's "learning without
     # forgetting"): the weight of that loss beside the labels' and the temperature that
     # softens both answers. Off (0) by default: at 1.0 on NEU's second day it kept the old
-    # classes' answers among themselves, but learnt less and forgot no less (BENCHMARKS.md,
-    # "Learning without forgetting").
+    # classes' answers among themselves, but lowered the accuracy on every seed and forgot
+    # more on two of three (BENCHMARKS.md, "Learning without forgetting").
     distillation: float = Field(0.0, ge=0, le=100)
     distillation_temperature: float = Field(2.0, gt=0, le=20)
     target_escape_rate: float = Field(0.01, gt=0, lt=1)

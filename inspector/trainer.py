@@ -141,19 +141,13 @@ def _compile(
     optimizer = keras.optimizers.Adam(
         schedule, use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99
     )
+    loss: Any
+    metrics: Any
     if _pastes(config, data):
-        good = modeling.good_flags(model)
         trained = synthetic_defects.training_model(model)
-        loss: Any = {
-            synthetic_defects.PROBABILITIES: synthetic_defects.class_loss(
-                good, config.twin_give_up
-            ),
-            synthetic_defects.ANOMALY: synthetic_defects.cell_loss,
-        }
-        metrics: Any = {synthetic_defects.PROBABILITIES: [synthetic_defects.class_accuracy(good)]}
+        loss, metrics = synthetic_defects.losses(modeling.good_flags(model), config.twin_give_up)
     else:
-        trained, metrics = model, ["accuracy"]
-        loss = keras.losses.SparseCategoricalCrossentropy()
+        trained, loss, metrics = model, keras.losses.SparseCategoricalCrossentropy(), ["accuracy"]
     if teacher is not None:
         trained = distillation.Distilled(
             trained,

@@ -120,12 +120,7 @@ def test_a_model_with_the_synthetic_defects_output_distils_its_class_output():
         model = distillation.Distilled(
             trained, distillation.teacher(parent), weight=weight, temperature=2.0
         )
-        model.compile(
-            loss={
-                synthetic_defects.PROBABILITIES: synthetic_defects.class_loss([True, False, False]),
-                synthetic_defects.ANOMALY: synthetic_defects.cell_loss,
-            }
-        )
+        model.compile(loss=synthetic_defects.losses([True, False, False])[0])
         losses.append(model.evaluate(images, targets, verbose=0, return_dict=True)["loss"])
     teacher = distillation.teacher(parent)
     term = float(distillation.distillation_loss(teacher(images), grown(images), 2.0))

@@ -86,7 +86,9 @@ def test_the_same_run_twice_trains_once(trained, tmp_path):
 
 
 @pytest.mark.parametrize("distillation", [0.0, 1.0])
-def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path, distillation):
+def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(
+    trained, tmp_path, caplog, distillation
+):
     root, first = trained
     store = copy_store(root, tmp_path)
     fill_store(store, 120, mix={"crack": 1.0}, seed=12, size=48)
@@ -98,8 +100,11 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(trained, tmp_path,
     config = FAST.model_copy(
         update={"synthetic_defects": 0.0, "new_class_recall": 0.0, "distillation": distillation}
     )
-    second = run(store, tmp_path, config)  # parent: production (version 1)
+    with caplog.at_level(logging.INFO, logger="inspector"):
+        second = run(store, tmp_path, config)  # parent: production (version 1)
     assert second["state"] == "succeeded", second
+    distilled = any("keeps version 1's answers" in r.getMessage() for r in caplog.records)
+    assert distilled == (distillation > 0)  # the parent taught beside the labels, or not
     old, new = (
         registry.get_version(store, first["version"]),
         registry.get_version(store, second["version"]),
