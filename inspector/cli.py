@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -25,6 +26,10 @@ from inspector.cli_client import settings as _settings
 from inspector.cli_client import token_for as _token
 from inspector.cli_models import models_app
 from inspector.cli_training import runs_app, train
+
+if TYPE_CHECKING:
+    from inspector.camera import SimulationReport
+    from inspector.simulate import Size
 
 app = typer.Typer(
     help="Inspector: industrial quality inspection that keeps learning.",
@@ -187,35 +192,12 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed (same seed, same parts)")] = 0,
 ) -> None:
     """Play a production line: draw parts with defects and upload them like a camera."""
-    from inspector import simulate as sim
+    from inspector import camera as cam
 
-    try:
-        parsed_mix = sim.parse_mix(mix) if mix else None
-        dims = sim.parse_size(size)
-    except ValueError as exc:
-        _fail(str(exc))
-    if defect_size not in sim.DEFECT_SIZES:
-        _fail(f"unknown defect size {defect_size!r}; use {' or '.join(sim.DEFECT_SIZES)}")
-    if image_format not in ("jpeg", "png", "bmp", "tiff"):
-        _fail(f"unknown format {image_format!r}; use jpeg, png, bmp or tiff")
+    parsed_mix, dims = _simulation_options(mix, size, defect_size, image_format)
     secret = _token(token, "camera")
     _require_api(url)
-    last = [0.0]
-
-    def progress(report: sim.SimulationReport) -> None:
-        done = report.accepted + report.duplicates + sum(report.rejected.values()) + report.failed
-        if done == count or report.elapsed - last[0] >= 0.5:
-            last[0] = report.elapsed
-            eta = (count - done) / report.rate if report.rate > 0 else 0.0
-            typer.echo(
-                f"\r{done}/{count} sent  {report.rate:5.1f}/s  accepted {report.accepted}  "
-                f"rejected {sum(report.rejected.values())}  failed {report.failed}  "
-                f"ETA {eta:4.0f}s",
-                nl=False,
-                err=True,
-            )
-
-    report = sim.run_simulation(
+    report = cam.run_simulation(
         url,
         secret,
         count=count,
@@ -230,12 +212,50 @@ def simulate(
         station=station,
         camera_id=camera,
         seed=seed,
-        progress=progress,
+        progress=_simulation_progress(count),
     )
     typer.echo("", err=True)
     typer.echo(report.summary())
     if report.failed or report.rejected:
         raise typer.Exit(1)
+
+
+def _simulation_options(
+    mix: str | None, size: str, defect_size: str, image_format: str
+) -> tuple[dict[str, float] | None, Size]:
+    """The parsed ``--mix`` and ``--size``, once every option is known good (else exit 1)."""
+    from inspector import simulate as sim
+
+    try:
+        parsed_mix = sim.parse_mix(mix) if mix else None
+        dims = sim.parse_size(size)
+    except ValueError as exc:
+        _fail(str(exc))
+    if defect_size not in sim.DEFECT_SIZES:
+        _fail(f"unknown defect size {defect_size!r}; use {' or '.join(sim.DEFECT_SIZES)}")
+    if image_format not in ("jpeg", "png", "bmp", "tiff"):
+        _fail(f"unknown format {image_format!r}; use jpeg, png, bmp or tiff")
+    return parsed_mix, dims
+
+
+def _simulation_progress(count: int) -> Callable[[SimulationReport], None]:
+    """A progress line on stderr, rewritten at most every half second and at the end."""
+    last = [0.0]
+
+    def progress(report: SimulationReport) -> None:
+        done = report.accepted + report.duplicates + sum(report.rejected.values()) + report.failed
+        if done == count or report.elapsed - last[0] >= 0.5:
+            last[0] = report.elapsed
+            eta = (count - done) / report.rate if report.rate > 0 else 0.0
+            typer.echo(
+                f"\r{done}/{count} sent  {report.rate:5.1f}/s  accepted {report.accepted}  "
+                f"rejected {sum(report.rejected.values())}  failed {report.failed}  "
+                f"ETA {eta:4.0f}s",
+                nl=False,
+                err=True,
+            )
+
+    return progress
 
 
 # --- clients of a running service ---------------------------------------------------------
