@@ -3,7 +3,8 @@
 :func:`run_simulation` plays a :class:`~inspector.simulate.LineSimulator` against
 ``POST /v1/images`` the way a camera would: at a steady rate (:func:`schedule`), from
 several threads, retrying transient failures so that an API restart loses no part, and
-sums up what happened in a :class:`SimulationReport`.
+sums up what happened in a :class:`SimulationReport`. The threads of one run share a
+private ``_Cameras``: the parts still to take, the report and the lock that guards both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -197,6 +198,32 @@ def run_simulation(
     due at ``schedule(i, rate)``; images are drawn in the worker threads ahead of their
     slot. A 401/403 stops the run (every further upload would fail the same way).
     """
+    _check_arguments(base_url, count, rate, concurrency, retries, fmt)
+    cameras = _Cameras(
+        url=base_url.rstrip("/") + "/v1/images",
+        headers={"Authorization": f"Bearer {token}"},
+        sim=LineSimulator(size=size, mix=mix, seed=seed, defect_size=defect_size),
+        run=str(seed)[:12] if seed is not None else secrets.token_hex(4),
+        count=count,
+        rate=rate,
+        labels=labels,
+        fmt=fmt,
+        line=line,
+        station=station,
+        camera_id=camera_id,
+        progress=progress,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        report=SimulationReport(planned=count),
+    )
+    return cameras.run_all(client, concurrency)
+
+
+def _check_arguments(
+    base_url: str, count: int, rate: float | None, concurrency: int, retries: int, fmt: str
+) -> None:
+    """Raise ValueError on the first argument of :func:`run_simulation` that cannot work."""
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url {base_url!r} must start with http:// or https://")
     if count < 0 or concurrency < 1 or retries < 0:
@@ -208,24 +235,112 @@ def run_simulation(
     if fmt not in images.FORMATS:
         raise ValueError(f"unknown image format {fmt!r}; choose one of {', '.join(images.FORMATS)}")
 
-    url = base_url.rstrip("/") + "/v1/images"
-    headers = {"Authorization": f"Bearer {token}"}
-    sim = LineSimulator(size=size, mix=mix, seed=seed, defect_size=defect_size)
-    run = str(seed)[:12] if seed is not None else secrets.token_hex(4)
-    report = SimulationReport(planned=count)
-    lock, stop = threading.Lock(), threading.Event()
-    indices = itertools.count()
-    last_progress = 0.0
-    start = time.perf_counter()
 
-    def take() -> tuple[int, str, np.random.Generator] | None:
-        with lock:  # indices, labels and seeds advance together, in order
-            i = next(indices)
-            return (i, *sim.next_stream()) if i < count else None
+@dataclass(eq=False)
+class _Cameras:
+    """One run's camera threads and what they share.
 
-    def record(label: str, outcome: _Outcome, latency_ms: float) -> None:
-        nonlocal last_progress
-        with lock:
+    ``lock`` guards the part counter, the simulator's streams, the report and
+    ``last_progress``; ``stop`` ends every thread (a 401/403, an error, Ctrl-C).
+    """
+
+    url: str
+    headers: dict[str, str]
+    sim: LineSimulator
+    run: str
+    count: int
+    rate: float | None
+    labels: bool
+    fmt: str
+    line: str
+    station: str
+    camera_id: str
+    progress: Callable[[SimulationReport], None] | None
+    timeout: float
+    retries: int
+    backoff: float
+    report: SimulationReport
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    indices: Iterator[int] = field(default_factory=itertools.count)
+    last_progress: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def run_all(self, client: httpx.Client | None, concurrency: int) -> SimulationReport:
+        """Run up to ``concurrency`` cameras until every part is sent or the run stops.
+
+        Uploads through ``client``, or through a client of its own that it closes after.
+        """
+        http = client or httpx.Client(limits=httpx.Limits(max_connections=concurrency))
+        threads = min(concurrency, self.count)
+        try:
+            with ThreadPoolExecutor(
+                max_workers=max(1, threads), thread_name_prefix="camera"
+            ) as pool:
+                futures = [pool.submit(self.camera, http) for _ in range(threads)]
+                try:
+                    for future in futures:
+                        future.result()
+                finally:
+                    self.stop.set()  # on an error or Ctrl-C, the others stop after their upload
+        finally:
+            if client is None:
+                http.close()
+        self.report.elapsed = time.perf_counter() - self.start
+        if self.progress is not None:
+            self.progress(self.report)
+        return self.report
+
+    def take(self) -> tuple[int, str, np.random.Generator] | None:
+        """The next part's index, label and random stream; None once all are taken."""
+        with self.lock:  # indices, labels and seeds advance together, in order
+            i = next(self.indices)
+            return (i, *self.sim.next_stream()) if i < self.count else None
+
+    def camera(self, http: httpx.Client) -> None:
+        """One camera thread: draw the next part, wait for its slot, upload it, record it."""
+        while not self.stop.is_set() and (job := self.take()) is not None:
+            i, label, rng = job
+            data = encode(self.sim.render(label, rng).image, self.fmt)
+            wait = self.start + schedule(i, self.rate) - time.perf_counter()
+            if wait > 0 and self.stop.wait(wait):
+                return
+            request = self.request(i, label, data)
+            sent_at = time.perf_counter()
+            outcome = _upload(
+                http,
+                self.url,
+                request,
+                retries=self.retries,
+                backoff=self.backoff,
+                stop=self.stop,
+            )
+            self.record(label, outcome, (time.perf_counter() - sent_at) * 1000)
+
+    def request(self, i: int, label: str, data: bytes) -> dict[str, Any]:
+        """The keyword arguments of part ``i``'s ``POST``: its fields and its image."""
+        part_id = f"{self.camera_id[:40]}-{self.run}-{i:06d}"
+        fields = {
+            "line": self.line,
+            "station": self.station,
+            "camera_id": self.camera_id,
+            "part_id": part_id,
+            "captured_at": datetime.now(UTC).isoformat(),
+        }
+        if self.labels:
+            fields["label"] = label
+        extension, content_type = images.EXTENSIONS[self.fmt], images.CONTENT_TYPES[self.fmt]
+        return {
+            "headers": self.headers,
+            "data": fields,
+            "files": {"file": (f"{part_id}.{extension}", data, content_type)},
+            "timeout": self.timeout,
+        }
+
+    def record(self, label: str, outcome: _Outcome, latency_ms: float) -> None:
+        """Count one finished upload; stop the run on a 401/403; report progress."""
+        report = self.report
+        with self.lock:
             report.sent += 1
             report.sent_by_class[label] = report.sent_by_class.get(label, 0) + 1
             report.retries += outcome.retries
@@ -242,57 +357,9 @@ def run_simulation(
                     report.rejected[outcome.code] = report.rejected.get(outcome.code, 0) + 1
             if outcome.status in _AUTH_STATUS:
                 report.aborted = report.aborted or f"{outcome.code}: {outcome.message}"
-                stop.set()
+                self.stop.set()
             now = time.perf_counter()
-            report.elapsed = now - start
-            if progress is not None and now - last_progress >= _PROGRESS_INTERVAL:
-                last_progress = now
-                progress(report)
-
-    def camera(http: httpx.Client) -> None:
-        while not stop.is_set() and (job := take()) is not None:
-            i, label, rng = job
-            data = encode(sim.render(label, rng).image, fmt)
-            wait = start + schedule(i, rate) - time.perf_counter()
-            if wait > 0 and stop.wait(wait):
-                return
-            part_id = f"{camera_id[:40]}-{run}-{i:06d}"
-            fields = {
-                "line": line,
-                "station": station,
-                "camera_id": camera_id,
-                "part_id": part_id,
-                "captured_at": datetime.now(UTC).isoformat(),
-            }
-            if labels:
-                fields["label"] = label
-            request = {
-                "headers": headers,
-                "data": fields,
-                "files": {
-                    "file": (f"{part_id}.{images.EXTENSIONS[fmt]}", data, images.CONTENT_TYPES[fmt])
-                },
-                "timeout": timeout,
-            }
-            sent_at = time.perf_counter()
-            outcome = _upload(http, url, request, retries=retries, backoff=backoff, stop=stop)
-            record(label, outcome, (time.perf_counter() - sent_at) * 1000)
-
-    http = client or httpx.Client(limits=httpx.Limits(max_connections=concurrency))
-    try:
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(concurrency, count)), thread_name_prefix="camera"
-        ) as pool:
-            futures = [pool.submit(camera, http) for _ in range(min(concurrency, count))]
-            try:
-                for future in futures:
-                    future.result()
-            finally:
-                stop.set()  # on an error or Ctrl-C, the other cameras stop after their upload
-    finally:
-        if client is None:
-            http.close()
-    report.elapsed = time.perf_counter() - start
-    if progress is not None:
-        progress(report)
-    return report
+            report.elapsed = now - self.start
+            if self.progress is not None and now - self.last_progress >= _PROGRESS_INTERVAL:
+                self.last_progress = now
+                self.progress(report)
