@@ -3,6 +3,7 @@ follow it (a progress bar with its phase, epoch and ETA), list runs, show one.""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -112,17 +113,7 @@ def train(
 ) -> None:
     """Start a training run now (the train worker runs it), follow its progress, then its
     assessment against production."""
-    import time
-
-    overrides = _parse_overrides(set_ or [])
-    for key, value in (
-        ("epochs", epochs),
-        ("architecture", architecture),
-        ("image_size", image_size),
-        ("channels", channels),
-    ):
-        if value is not None:
-            overrides[key] = value
+    overrides = _overrides(set_ or [], epochs, architecture, image_size, channels)
     secret = _token(token, "operator")
     run = _request(
         "POST",
@@ -134,6 +125,35 @@ def train(
     typer.echo(f"training run {run['run_id']} queued")
     if not wait:
         return
+    version = _follow_run(url, secret, run)
+    _follow_assessment(url, secret, model, version)
+
+
+def _overrides(
+    pairs: list[str],
+    epochs: int | None,
+    architecture: str | None,
+    image_size: int | None,
+    channels: int | None,
+) -> dict[str, Any]:
+    """The run's config overrides: the ``--set`` pairs, then the options given by name."""
+    overrides = _parse_overrides(pairs)
+    for key, value in (
+        ("epochs", epochs),
+        ("architecture", architecture),
+        ("image_size", image_size),
+        ("channels", channels),
+    ):
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def _follow_run(url: str, secret: str, run: dict[str, Any]) -> Any:
+    """Show the run's progress until it ends, then its result; exit 1 if it failed.
+
+    Returns the model version it produced.
+    """
     while True:
         run = _request("GET", url, secret, f"/v1/training-runs/{run['run_id']}")
         if run["state"] in ("succeeded", "failed"):
@@ -145,7 +165,11 @@ def train(
         typer.echo(line)
     if run["state"] == "failed":
         raise typer.Exit(1)
-    version = (run.get("result") or {}).get("version")
+    return (run.get("result") or {}).get("version")
+
+
+def _follow_assessment(url: str, secret: str, model: str, version: Any) -> None:
+    """Wait while the new version is assessed against production, then print the verdict."""
     view = _request("GET", url, secret, f"/v1/models/{model}/versions/{version}")
     while view["state"] == "evaluating":
         typer.echo(f"\rassessing version {version} against production…", nl=False, err=True)
