@@ -8,7 +8,8 @@ parts, the fit also teaches the trunk where synthetic defects drawn into them ar
 (:mod:`inspector.synthetic_defects`); the exported model is the classifier alone. A run
 whose model stayed at chance on its own training images fails ("the model did not
 learn") and publishes nothing; a warm start that did not learn a class new to its parent
-(``new_class_recall``) raises :class:`inspector.learnt.NewClassesNotLearnt`, on which
+(``new_class_recall``) or forgot one its parent knew (``kept_class_recall``) raises
+:class:`inspector.learnt.WarmStartFailed`, on which
 :mod:`inspector.training` trains again on every image, from the parent's weights shrunk
 and perturbed (a *refit*) or from scratch; one that did learn them has their logits
 calibrated on the validation images (:mod:`inspector.calibration`) before its threshold
@@ -331,7 +332,9 @@ def fit_and_export(
     judge = modeling.judging_model(model, config.judging_flips)
     learned = fitted.check_learned(judge, train, data, epochs_run)
     if not data.refit:  # a refit is the last resort: what it learnt, it publishes
-        learnt.check_new_classes(learned["recall"], data, config.new_class_recall)
+        learnt.check_warm_start(
+            learned["recall"], data, new=config.new_class_recall, kept=config.kept_class_recall
+        )
     offset = fitted.calibrate(model, validation, data, config)  # ``learned``: before the offset
     point = fitted.operating_point(judge, validation, data, config)
     log.info("operating threshold %s (%s): %s", point.threshold, point.rule, point.note)

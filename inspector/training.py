@@ -303,9 +303,10 @@ def _fit(
     deadline: float | None,
 ) -> tuple[training_data.TrainingData, Outcome]:
     """The run's data and fitted, exported model: a warm start from ``parent_doc`` where
-    it can be one; where the warm start did not learn the classes new to its parent, a run
-    on every training image with a first run's plan (and the version says why), from the
-    parent's weights shrunk and perturbed or from scratch (``config.fallback``)."""
+    it can be one; where the warm start did not learn the classes new to its parent or
+    forgot one it knew (:func:`inspector.learnt.check_warm_start`), a run on every
+    training image with a first run's plan (and the version says why), from the parent's
+    weights shrunk and perturbed or from scratch (``config.fallback``)."""
     from inspector import learnt, trainer  # TensorFlow: only here, in the train worker
 
     cache_dir, work_dir = dirs
@@ -321,7 +322,7 @@ def _fit(
             progress=progress,
             deadline=deadline,
         )
-    except learnt.NewClassesNotLearnt as exc:
+    except learnt.WarmStartFailed as exc:
         if data.parent is None:
             raise
         restart = (

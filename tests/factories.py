@@ -59,8 +59,10 @@ def fill_store(
     size: int = 48,
     fmt: str = "png",
     labelled: bool = True,
+    label_as: str | None = None,
 ) -> list[str]:
-    """Upload and ingest ``n`` labelled simulated parts straight through the domain."""
+    """Upload and ingest ``n`` labelled simulated parts straight through the domain
+    (``label_as``: every part labelled so, whatever the simulator drew)."""
     from inspector import ingest
     from inspector.records import UploadMetadata
     from inspector.uploads import accept_upload
@@ -80,7 +82,7 @@ def fill_store(
             encode(part.image, fmt),
             meta,
             uploaded_by="cam-1",
-            label=part.label if labelled else None,
+            label=(label_as or part.label) if labelled else None,
         ).record.image_id
         ingest.ingest_image(store, image_id, ingest.CanonicalSpec(size, "rgb"))
         ids.append(image_id)

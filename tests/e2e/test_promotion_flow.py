@@ -60,7 +60,7 @@ def test_train_assess_approve_audit_rollback(tmp_path, redis_server, local_store
         # The second run is a warm start whatever it learns (this test follows its version
         # through the gate and approval); the fallback to a run from scratch is tested in
         # tests/unit/test_training.py.
-        *("--set", "new_class_recall=0"),
+        *("--set", "new_class_recall=0", "--set", "kept_class_recall=0"),
     )
     try:
         api.wait_http(f"{base_url}/healthz")
