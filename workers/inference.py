@@ -9,6 +9,9 @@ its own"; Celery still runs everything else (ingest, training, reconcilers).
 Threads: the serving loop (batches requests, swaps models between batches), a watcher
 (Redis pub/sub on registry changes, and a poll of the production alias as fallback; it
 loads new versions in the background), and a heartbeat (status in Redis for the API).
+This module owns the worker's lifecycle: those threads, taking batches off the queue,
+and recycling the process; judging a batch and recording its verdicts is
+workers/inference_judge.py.
 """
 
 from __future__ import annotations
@@ -23,27 +26,17 @@ import signal
 import socket
 import threading
 import time
-from collections import defaultdict
 from typing import Any
 
-import numpy as np
 import redis as redis_lib
 
-from inspector import images, records, registry, verdicts
+from inspector import registry, verdicts
 from inspector.config import Settings, get_settings, open_configured_store
-from inspector.errors import ImageNotFound
-from inspector.serving import LoadedModel, LoadFailed, ModelHolder, rss_bytes
+from inspector.serving import LoadFailed, ModelHolder, rss_bytes
 from inspector.supervisor import RECYCLE_EXIT_CODE
 from storage import ObjectStore, StoreError
-from workers.inference_queue import (
-    QUEUE,
-    REGISTRY_CHANNEL,
-    REPLY_TTL_SECONDS,
-    STATS_HOURLY,
-    STATS_VERDICTS,
-    STATUS,
-    unpack,
-)
+from workers.inference_judge import BatchJudge
+from workers.inference_queue import QUEUE, REGISTRY_CHANNEL, STATUS, unpack
 
 log = logging.getLogger("inspector.inference")
 
@@ -66,10 +59,19 @@ class InferenceWorker:
         self.status_changed = threading.Event()
         self.holder.on_change = self.status_changed.set
         self.wake = threading.Event()
-        self.served = 0
-        self.batches = 0
+        self.judge = BatchJudge(settings, store, self.redis, self.holder)
         self.recycle = False
         self.baseline_rss: int | None = None
+
+    @property
+    def served(self) -> int:
+        """Images answered so far."""
+        return self.judge.served
+
+    @property
+    def batches(self) -> int:
+        """Batches answered so far."""
+        return self.judge.batches
 
     # --- the watcher: which version should serve? ------------------------------------
     def desired(self) -> tuple[int | None, int | None, registry.RegistryState]:
@@ -187,208 +189,6 @@ class InferenceWorker:
                 log.error("dropped a malformed inference request: %s", exc)
         return requests
 
-    def _model_for(self, target: Any) -> LoadedModel | None:
-        current, shadow = self.holder.current, self.holder.shadow
-        if target in ("production", None):
-            return current
-        if target == "candidate":
-            return shadow
-        for model in (current, shadow):
-            if model is not None and str(model.version) == str(target):
-                return model
-        return None
-
-    def _payload(self, request: dict[str, Any]) -> list[bytes]:
-        if request["images"]:
-            return list(request["images"])
-        payload = []
-        for image_id in request["image_ids"]:
-            record = records.read_record(self.store, image_id)
-            data = self.store.get_bytes(record.raw_key)
-            if record.format == "tiff":  # the SavedModel decodes JPEG, PNG and BMP
-                data = images.encode_png(images.decode(data, "tiff"))
-            payload.append(data)
-        return payload
-
-    def serve(self, batch: list[dict[str, Any]]) -> None:
-        """Answer one batch: one model call per target version, replies first, records after."""
-        self.holder.swap_if_ready()
-        groups: dict[int, list[tuple[dict[str, Any], list[bytes]]]] = defaultdict(list)
-        models: dict[int, LoadedModel] = {}
-        replies = []
-        for request in batch:
-            model = self._model_for(request.get("target"))
-            if model is None:
-                replies.append((request, self._not_found(request)))
-                continue
-            try:
-                payload = self._payload(request)
-            except (StoreError, ImageNotFound) as exc:
-                replies.append(
-                    (request, {"id": request["id"], "status": "error", "error": str(exc)})
-                )
-                continue
-            models[model.version] = model
-            groups[model.version].append((request, payload))
-        to_record = []
-        for version, items in groups.items():
-            model = models[version]
-            images = [image for _, payload in items for image in payload]
-            started = time.perf_counter()
-            try:
-                outputs = model.predict(images)
-            except Exception as exc:  # a request TensorFlow cannot decode fails alone
-                log.warning("batch of %d failed (%s); answering one by one", len(images), exc)
-                for request, payload in items:
-                    replies.append((request, self._one_by_one(model, request, payload)))
-                continue
-            latency = (time.perf_counter() - started) * 1000
-            row = 0
-            for request, payload in items:
-                rows = slice(row, row + len(payload))
-                row += len(payload)
-                replies.append((request, self._reply(model, request, outputs, rows, latency)))
-                if request.get("record"):
-                    to_record.append((model, request, outputs, rows, latency, payload))
-        self._send(replies)
-        self.served += sum(len(p) for items in groups.values() for _, p in items)
-        self.batches += 1
-        for model, request, outputs, rows, latency, payload in to_record:
-            self._record(model, request, outputs, rows, latency, payload)
-
-    def _not_found(self, request: dict[str, Any]) -> dict[str, Any]:
-        target = request.get("target")
-        if target in ("production", None) and self.holder.current is None:
-            message = "no production model is being served yet"
-        else:
-            message = f"Servable not found for request: {target}"
-        return {"id": request["id"], "status": "error", "code": "not_found", "error": message}
-
-    def _reply(
-        self,
-        model: LoadedModel,
-        request: dict[str, Any],
-        outputs: dict[str, Any],
-        rows: slice,
-        latency: float,
-    ) -> dict[str, Any]:
-        probabilities = outputs["probabilities"][rows]
-        maps = outputs.get("defect_map")
-        grids = maps[rows] if maps is not None else [None] * len(probabilities)
-        reply: dict[str, Any] = {
-            "id": request["id"],
-            "status": "ok",
-            "version": model.version,
-            "classes": model.classes,
-            "threshold": model.threshold,
-            "probabilities": probabilities.round(6).tolist(),
-            "verdicts": [
-                self._verdict(model, image_id, row, grid, latency)
-                for image_id, row, grid in zip(
-                    request["image_ids"], probabilities, grids, strict=True
-                )
-            ],
-            "latency_ms": round(latency, 3),
-            "queued_ms": round((time.time() - request["enqueued_at"]) * 1000, 3),
-        }
-        if request.get("maps"):  # TF Serving's defect_map output: every row's grid
-            reply["defect_maps"] = [None if g is None else np.round(g, 4).tolist() for g in grids]
-        return reply
-
-    def _verdict(
-        self,
-        model: LoadedModel,
-        image_id: str | None,
-        probabilities: Any,
-        grid: Any,
-        latency: float | None,
-    ) -> dict[str, Any]:
-        return verdicts.make_verdict(
-            image_id,
-            model.version,
-            model.classes,
-            probabilities,
-            ok_labels=model.good,
-            threshold=model.threshold,
-            defect_map=grid,
-            review_margin=self.settings.review_margin,
-            review_type_below=self.settings.review_confidence_below,
-            latency_ms=latency,
-        )
-
-    def _one_by_one(
-        self, model: LoadedModel, request: dict[str, Any], payload: list[bytes]
-    ) -> dict[str, Any]:
-        try:
-            started = time.perf_counter()
-            outputs = model.predict(payload)
-            return self._reply(
-                model,
-                request,
-                outputs,
-                slice(0, len(payload)),
-                (time.perf_counter() - started) * 1000,
-            )
-        except Exception as exc:
-            return {
-                "id": request["id"],
-                "status": "error",
-                "code": "invalid_argument",
-                "error": str(exc)[:300],
-            }
-
-    def _send(self, replies: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for request, reply in replies:
-            if request.get("reply_to"):
-                pipe.lpush(request["reply_to"], json.dumps(reply))
-                pipe.expire(request["reply_to"], REPLY_TTL_SECONDS)
-        pipe.execute()
-
-    def _record(
-        self,
-        model: LoadedModel,
-        request: dict[str, Any],
-        outputs: dict[str, Any],
-        rows: slice,
-        latency: float,
-        payload: list[bytes],
-    ) -> None:
-        probabilities = outputs["probabilities"][rows]
-        maps = outputs.get("defect_map")
-        grids = maps[rows] if maps is not None else [None] * len(probabilities)
-        shadow = self.holder.shadow
-        shadow_out = None
-        if shadow is not None and shadow.version != model.version:
-            try:
-                shadow_out = shadow.predict(payload)
-            except Exception as exc:
-                log.warning("shadow version %d failed on a batch: %s", shadow.version, exc)
-        for i, image_id in enumerate(request["image_ids"]):
-            if image_id is None:
-                continue
-            verdict = self._verdict(model, image_id, probabilities[i], grids[i], latency)
-            try:
-                created = verdicts.record(self.store, verdict)
-                if created:
-                    self._count(request, i, image_id, verdict)
-                if shadow_out is not None and shadow is not None:
-                    shadow_maps = shadow_out.get("defect_map")
-                    candidate = self._verdict(
-                        shadow,
-                        image_id,
-                        shadow_out["probabilities"][i],
-                        None if shadow_maps is None else shadow_maps[i],
-                        None,
-                    )
-                    verdicts.record_shadow(
-                        self.store, {**candidate, "production_label": verdict["label"]}
-                    )
-            except StoreError as exc:
-                log.warning(
-                    "verdict on %s not stored (%s); the reconciler will ask again", image_id, exc
-                )
-
     def _should_recycle(self) -> bool:
         """Whether memory grew too much across swaps (TensorFlow may not give it back)."""
         status = self.holder.status
@@ -406,25 +206,6 @@ class InferenceWorker:
             )
             return True
         return False
-
-    def _count(
-        self, request: dict[str, Any], i: int, image_id: str, verdict: dict[str, Any]
-    ) -> None:
-        lines = request.get("lines") or []
-        line = (
-            lines[i]
-            if i < len(lines) and lines[i]
-            else records.read_record(self.store, image_id).line
-        )
-        hour = verdict["decided_at"][:13]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(STATS_VERDICTS, f"{line}|{verdict['label']}", 1)
-        pipe.hincrby(STATS_HOURLY + line, f"{hour}|parts", 1)
-        if verdict["defect"]:
-            pipe.hincrby(STATS_HOURLY + line, f"{hour}|defects", 1)
-        # Counters are a view for the console and /metrics; the verdicts are stored.
-        with contextlib.suppress(redis_lib.RedisError):
-            pipe.execute()
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; finish the batch in hand first."""
@@ -452,7 +233,7 @@ class InferenceWorker:
                 self.stopping.wait(1.0)
                 continue
             if batch:
-                self.serve(batch)
+                self.judge.serve(batch)
             else:
                 self.holder.swap_if_ready()
             if self._should_recycle():
