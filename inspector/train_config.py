@@ -53,9 +53,9 @@ class TrainConfig(BaseModel):
     # The canvas's pixels × the samples of the steps the images and min_steps ask for
     # (the class floor adds steps at that canvas: more classes take longer, not smaller).
     # Only lines whose images are larger than it allows feel it: KolektorSDD's 500×1254
-    # parts get 688×272 at 3·10⁹ (560×224 at 2·10⁹): seeds 0-2 let 1 of 39 held-back cracks
-    # pass instead of 4 (AUROC 0.99-1.00 instead of 0.93-1.00) and rejected 15 of 297 good
-    # parts instead of 9, in 460-525 s instead of 340 s here, and a verdict costs 1.33×
+    # parts get 688×272 at 3·10⁹ (560×224 at 2·10⁹): seeds 0-4 let 2 of 65 held-back cracks
+    # pass instead of 6 (AUROC 0.99-1.00 instead of 0.93-1.00) and rejected 27 of 495 good
+    # parts instead of 17, in 460-525 s instead of 280-400 s here; a verdict costs 1.33×
     # (BENCHMARKS.md, "A larger canvas for large parts"). NEU and the simulator's parts
     # train at their native size either way.
     pixel_budget: float = Field(
