@@ -132,9 +132,7 @@ class BatchJudge:
         rows: slice,
         latency: float,
     ) -> dict[str, Any]:
-        probabilities = outputs["probabilities"][rows]
-        maps = outputs.get("defect_map")
-        grids = maps[rows] if maps is not None else [None] * len(probabilities)
+        probabilities, grids = _rows(outputs, rows)
         reply: dict[str, Any] = {
             "id": request["id"],
             "status": "ok",
@@ -214,9 +212,7 @@ class BatchJudge:
         latency: float,
         payload: list[bytes],
     ) -> None:
-        probabilities = outputs["probabilities"][rows]
-        maps = outputs.get("defect_map")
-        grids = maps[rows] if maps is not None else [None] * len(probabilities)
+        probabilities, grids = _rows(outputs, rows)
         shadow = self.holder.shadow
         shadow_out = None
         if shadow is not None and shadow.version != model.version:
@@ -267,3 +263,11 @@ class BatchJudge:
         # Counters are a view for the console and /metrics; the verdicts are stored.
         with contextlib.suppress(redis_lib.RedisError):
             pipe.execute()
+
+
+def _rows(outputs: dict[str, Any], rows: slice) -> tuple[Any, Any]:
+    """One request's rows of a batch's probabilities and defect maps (None each where the
+    version has no map)."""
+    probabilities = outputs["probabilities"][rows]
+    maps = outputs.get("defect_map")
+    return probabilities, (maps[rows] if maps is not None else [None] * len(probabilities))
