@@ -1,5 +1,6 @@
-"""The TensorFlow half of a training run: fit with progress and guards, choose the
-operating threshold, export, and check the export.
+"""The TensorFlow half of a training run: fit with progress and guards, check what it
+learnt, choose the operating threshold, and have :mod:`inspector.version_files` write and
+self-check the version's files.
 
 Imported only by the train worker (and benchmarks and tests), never by the API or
 ingest processes. :mod:`inspector.training_data` decides what to train on; this module
@@ -31,14 +32,13 @@ import tensorflow as tf
 
 from inspector import (
     distillation,
-    export,
     fitted,
     learnt,
     modeling,
     pipeline_data,
     registry,
     synthetic_defects,
-    thresholds,
+    version_files,
 )
 from inspector.datasets import DatasetError
 from inspector.model_input import Augmentation
@@ -277,21 +277,6 @@ def _training_summary(fit: _Fitted, data: TrainingData, epochs_run: int) -> dict
     }
 
 
-def _history_files(history: dict[str, list[float]], work_dir: Path) -> dict[str, Path]:
-    """The training curves (``history.json``) and the TensorBoard logs, as version files."""
-    path = work_dir / "version" / "history.json"
-    export.save_json({k: [float(v) for v in vs] for k, vs in history.items()}, path)
-    tensorboard_dir = work_dir / "tensorboard"
-    return {
-        "history.json": path,
-        **{
-            f"tensorboard/{p.relative_to(tensorboard_dir)}": p
-            for p in tensorboard_dir.rglob("*")
-            if p.is_file()
-        },
-    }
-
-
 def fit_and_export(
     store: ObjectStore,
     config: TrainConfig,
@@ -346,63 +331,9 @@ def fit_and_export(
         },
         "operating_point": point.to_doc(),
     }
-    files = _export(
+    files = version_files.write(
         model, judge, config, data, point, (heldout, train), work_dir, progress, summary
     )
-    files.update(_history_files(fit.history, work_dir))
+    files.update(version_files.history(fit.history, work_dir))
     log.info("exported: %s", json.dumps(summary, default=str))
     return Outcome(files, summary)
-
-
-def _export(
-    model: keras.Model,
-    judge: keras.Model,
-    config: TrainConfig,
-    data: TrainingData,
-    point: thresholds.OperatingPoint,
-    splits: tuple[fitted.Split | None, fitted.Split],
-    work_dir: Path,
-    progress: Progress,
-    summary: dict[str, Any],
-) -> dict[str, Path]:
-    """Write the version's files (``model`` the trainable form, ``judge`` what serves:
-    the same weights averaged over the test-time flips); adds the held-out self-check
-    and TFLite to ``summary``. ``splits``: the held-out and the training images."""
-    progress({"phase": "exporting"})
-    heldout, train = splits
-    out = work_dir / "version"
-    out.mkdir()
-    saved = out / "saved_model"
-    export.export_saved_model(
-        model,
-        data.classes,
-        data.spec,
-        saved,
-        threshold=point.threshold,
-        flips=config.judging_flips,
-    )
-    modeling.save_keras(model, out / "model.keras")
-    serving = export.ServingModel(saved)
-    tflite = export.to_tflite(judge, quantize=config.tflite_quantize)
-    (out / "model.tflite").write_bytes(tflite)
-    if heldout is not None:
-        progress({"phase": "evaluating", "images": len(heldout.entries)})
-        summary["heldout"] = fitted.self_check(judge, serving, tflite, heldout, data, point)
-    summary["tflite"] = {
-        "bytes": len(tflite),
-        "quantization": "dynamic_range" if config.tflite_quantize else "none",
-        "input": "float32 [1, height, width, channels], 0-255 (preprocessed)",
-        "output": "probabilities",
-    }
-    warm = heldout or train
-    export.save_json(
-        export.warmup_document(
-            serving,
-            [(e.image_id, p.read_bytes()) for e, p in zip(warm.entries, warm.paths, strict=True)][
-                : config.warmup_images
-            ],
-        ),
-        out / "warmup.json",
-    )
-    export.save_json(data.classes, out / "classes.json")
-    return {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
