@@ -110,6 +110,8 @@ def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[s
             )
         ),
         **ranking(judged, good),
+        # Every part's P(defect), to weigh another threshold rule without training again.
+        "p_defect": {j.item.name: j.verdict.get("p_defect") for j in judged},
         "map_peak_in_mask": round(sum(peaks) / masked, 4) if masked else None,
         "maps_missing": masked - len(peaks),
     }
