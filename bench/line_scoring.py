@@ -97,8 +97,6 @@ def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[s
         "recall": {c: round(sum(v) / len(v), 4) for c, v in sorted(by_class.items())},
         "escaped": [j.item.name for j in escapes],
         "false_rejects": [j.item.name for j in rejects],
-        # How far from the threshold each wrong pass or reject was.
-        "p_defect_of_errors": {j.item.name: j.verdict.get("p_defect") for j in escapes + rejects},
         # Misjudged parts by true and judged class ("crazing→rolled_in_scale": 2).
         "confusions": dict(
             sorted(
@@ -110,7 +108,8 @@ def score(judged: Sequence[Judged], good: str, spec: InputSpec | None) -> dict[s
             )
         ),
         **ranking(judged, good),
-        # Every part's P(defect), to weigh another threshold rule without training again.
+        # Every part's P(defect): how far from the threshold each wrong pass or reject was,
+        # and another threshold rule weighed without training again.
         "p_defect": {j.item.name: j.verdict.get("p_defect") for j in judged},
         "map_peak_in_mask": round(sum(peaks) / masked, 4) if masked else None,
         "maps_missing": masked - len(peaks),

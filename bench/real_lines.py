@@ -163,8 +163,9 @@ def report(scenario: lines.Scenario, results: list[dict[str, Any]]) -> None:
                     f"  escaped: {held['escaped'] or 'none'}; "
                     f"false rejects: {held['false_rejects'] or 'none'}"
                 )
-                if held["p_defect_of_errors"]:
-                    print(f"  their P(defect): {held['p_defect_of_errors']}")
+                errors = held["escaped"] + held["false_rejects"]
+                if errors:
+                    print(f"  their P(defect): { {n: held['p_defect'][n] for n in errors} }")
                 if held["confusions"]:
                     print(f"  confusions (true→judged): {held['confusions']}")
             if "forgetting" in day:

@@ -71,10 +71,10 @@ def write(
     return {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file()}
 
 
-def history(history: dict[str, list[float]], work_dir: Path) -> dict[str, Path]:
+def history(curves: dict[str, list[float]], work_dir: Path) -> dict[str, Path]:
     """The training curves (``history.json``) and the TensorBoard logs, as version files."""
     path = work_dir / "version" / "history.json"
-    export.save_json({k: [float(v) for v in vs] for k, vs in history.items()}, path)
+    export.save_json({k: [float(v) for v in vs] for k, vs in curves.items()}, path)
     tensorboard_dir = work_dir / "tensorboard"
     return {
         "history.json": path,
