@@ -1,4 +1,4 @@
-"""Helpers shared by the training benchmarks: the machine, the NEU data set and its
+"""Helpers shared by the benchmarks: the machine, the NEU data set and its
 product split, waiting for a quiet machine, and writing results.
 
 Imports no TensorFlow, so importing it costs nothing and ``--help`` stays fast.
@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -35,15 +36,16 @@ BENCHMARKS = (
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless")
 
 
-def machine() -> dict[str, Any]:
-    """CPU, cores, memory, OS, Python, TF/Keras versions and the load average now."""
+def machine(packages: Iterable[str] = PACKAGES) -> dict[str, Any]:
+    """CPU, cores, memory, OS, Python, the versions of ``packages`` (TF/Keras unless a
+    benchmark names its own) and the load average now."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
     flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

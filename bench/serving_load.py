@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ingest import unique_jpeg
+from bench.ingest_ops import unique_jpeg
 
 CAMERA = "Bearer dev-camera"
 PREDICT_PATH = "/v1/models/inspector:predict"

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import CpuSample, cpu_by_group, unique_jpeg
+from bench.cpu_groups import CpuSample, cpu_by_group
+from bench.ingest_ops import unique_jpeg
 from bench.serving_load import Op, Window, closed_loop, open_loop, predict_body
 from bench.serving_processes import Service, say, wait_for_others
 from bench.serving_report import fmt_ms

@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.ingest import CpuSample, cpu_by_group
+from bench.cpu_groups import CpuSample, cpu_by_group
 from bench.serving_load import OpenLoop, Predict, Sample, closed_loop, percentiles
 from bench.serving_measure import Bench
 from bench.serving_processes import Service, rss_of, say, wait_for_others
