@@ -12,7 +12,7 @@ naive way, training the same model on the same NEU train split in one process.
                one, and yields numpy batches via ``from_generator`` (no prefetch, no
                augmentation: it is omitted, which flatters this path);
 (k) layers    (with ``--keras-layers``) the pipeline as it augmented before 2026-11-26,
-               with Keras' random layers (:func:`make_dataset_keras_layers`).
+               with Keras' random layers (``make_dataset_keras_layers``).
 
 Every path trains the one compiled model (traced once beforehand), one epoch at a time,
 in interleaved rounds: round 0 is every path's first epoch (the one in which (b) decodes),
@@ -27,8 +27,15 @@ shared machine they move much less than wall time. Then each pipeline is iterate
 without the model, to show how much CPU it needs per image (on 2 cores every core-second
 the pipeline spends is one the training step does not get).
 
+This file is the command line and the run: the model traced, the interleaved rounds, the
+pipelines alone, the table and the JSON. Beside it in bench/: pipeline_ways.py (the ways
+of feeding the model, each built as a dataset) and pipeline_measure.py (CPU time, the
+epoch timer, each way's timed epochs and their medians, a pipeline iterated alone, and
+the cost of decoding one image).
+
     .venv/bin/python bench/pipeline.py
     .venv/bin/python bench/pipeline.py --architecture compact_cnn --size 128 --channels 1
+    .venv/bin/python bench/pipeline.py --help
 """
 
 from __future__ import annotations
@@ -40,249 +47,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import os
-import random
-import resource
-import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from bench import common
+from bench.pipeline_measure import CLEAN, Way, decode_costs, iterate_only
+from bench.pipeline_ways import Feed, feeds
 
-
-def cpu_seconds() -> float:
-    """CPU time this process has used (all threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def epoch_timer() -> Any:
-    """A Keras callback that records each epoch's wall time, own CPU and others' cores."""
-    import keras
-
-    class _EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epochs: list[dict[str, float]] = []
-
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self._wall, self._cpu, self._window = (
-                time.perf_counter(),
-                cpu_seconds(),
-                common.CpuWindow(),
-            )
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            wall = time.perf_counter() - self._wall
-            cpu = cpu_seconds() - self._cpu
-            self.epochs.append({"wall": wall, "cpu": cpu, "others": self._window.cores()["others"]})
-
-    return _EpochTimer()
-
-
-# --- the three (four) ways ------------------------------------------------------------
-
-
-def ceiling_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int) -> Any:
-    """(a) decoded, resized images in memory."""
-    import tensorflow as tf
-
-    x = tf.constant(pixels.astype(np.float32))
-    return (
-        tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def naive_batches(
-    paths: Sequence[Path],
-    labels: Sequence[int],
-    size: int,
-    channels: int,
-    batch_size: int,
-    seed: int,
-) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """(c) a generator function: shuffle, then read + decode + resize each file in Python."""
-    import cv2
-
-    rng = random.Random(seed)
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-
-    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        order = list(range(len(paths)))
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            images = []
-            for k in chunk:
-                image = cv2.imread(str(paths[k]), flag)
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-                if channels == 1:
-                    image = image[:, :, None]
-                else:
-                    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-                images.append(image)
-            yield (
-                np.stack(images).astype(np.float32),
-                np.array([labels[k] for k in chunk], np.int32),
-            )
-
-    return generate
-
-
-def naive_dataset(generate: Callable[[], Iterator[Any]], spec: Any, steps: int) -> Any:
-    """(c) the generator as a dataset, as people first write it (no prefetch); its length
-    is declared so that Keras does not warn about running out of data."""
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_generator(
-        generate,
-        output_signature=(
-            tf.TensorSpec([None, spec.size, spec.size, spec.channels], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-        ),
-    )
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps))
-
-
-def make_dataset_keras_layers(
-    paths: Sequence[Path],
-    labels: Sequence[int],
-    spec: Any,
-    *,
-    batch_size: int,
-    training: bool,
-    augmentation: Any = None,
-    seed: int = 0,
-) -> Any:
-    """(k) how ``inspector.pipeline_data.make_dataset`` augmented before 2026-11-26: a
-    cast map, then Keras' five random layers in another (each image resampled twice and
-    flipped in a third pass). Kept to show what ``augment_batch`` changed."""
-    import keras
-    import tensorflow as tf
-
-    from inspector.pipeline_data import cached_batches
-
-    autotune = tf.data.AUTOTUNE
-    ds = cached_batches(paths, labels, spec, batch_size=batch_size, training=training, seed=seed)
-    ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=autotune)
-    aug = augmentation
-    layers = keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1),
-            keras.layers.RandomTranslation(
-                aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2
-            ),
-            keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3),
-            keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4),
-        ]
-    )
-    ds = ds.map(lambda images, y: (layers(images, training=True), y), num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
-
-
-def decode_costs(neu: Sequence[Path], spec: Any, count: int = 40) -> dict[str, dict[str, float]]:
-    """Milliseconds to decode and resize one image, the product's way (TensorFlow, as the
-    first epoch and serving do) and the naive way (OpenCV), for NEU's small JPEGs and for
-    camera-sized ones (1152×864 simulated parts, as bench/ingest.py uploads)."""
-    import cv2
-    import tensorflow as tf
-
-    from inspector.pipeline_data import preprocess_encoded
-    from inspector.simulate import LineSimulator, encode
-
-    camera = [
-        encode(part.image, "jpeg") for part in LineSimulator(size=(1152, 864), seed=0).parts(count)
-    ]
-    sets = {"NEU 200x200": [p.read_bytes() for p in neu[:count]], "camera 1152x864": camera}
-    graph = tf.function(lambda data: preprocess_encoded(data, spec))
-    flag = cv2.IMREAD_GRAYSCALE if spec.channels == 1 else cv2.IMREAD_COLOR
-
-    def opencv(data: bytes) -> np.ndarray:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-        return cv2.resize(image, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
-
-    out = {}
-    for name, blobs in sets.items():
-        row = {"kib": round(statistics.mean(len(b) for b in blobs) / 1024, 1)}
-        for way, fn in (
-            ("tensorflow_ms", lambda b: graph(tf.constant(b)).numpy()),
-            ("opencv_ms", opencv),
-        ):
-            fn(blobs[0])
-            t = time.perf_counter()
-            for blob in blobs:
-                fn(blob)
-            row[way] = round(1000 * (time.perf_counter() - t) / len(blobs), 2)
-        out[name] = row
-    return out
-
-
-# --- measuring ------------------------------------------------------------------------
-
-
-CLEAN = 0.25  # cores the rest of the machine may use for an epoch to count as clean
-
-
-@dataclass
-class Way:
-    """One way of feeding the model, and its timed epochs."""
-
-    key: str
-    name: str
-    dataset: Any
-    epochs: list[dict[str, float]] = field(default_factory=list)
-
-    def train_epoch(self, model: Any) -> dict[str, float]:
-        """One epoch of training; its record."""
-        timer = epoch_timer()
-        model.fit(self.dataset, epochs=1, callbacks=[timer], verbose=0)
-        self.epochs.append(timer.epochs[0])
-        return timer.epochs[0]
-
-    def summary(self, n: int) -> dict[str, Any]:
-        """First epoch, and medians over the steady (clean if possible) epochs."""
-        steady = self.epochs[1:]
-        clean = [e for e in steady if e["others"] <= CLEAN]
-        used = clean if len(clean) >= 3 else steady
-        return {
-            "path": self.key,
-            "name": self.name,
-            "first_epoch_images_per_s": round(n / self.epochs[0]["wall"], 1),
-            "median_images_per_s": round(n / statistics.median(e["wall"] for e in used), 1),
-            "median_all_images_per_s": round(n / statistics.median(e["wall"] for e in steady), 1),
-            "cpu_ms_per_image": round(1000 * statistics.median(e["cpu"] for e in used) / n, 2),
-            "own_cores": round(statistics.median(e["cpu"] / e["wall"] for e in used), 2),
-            "clean_epochs": f"{len(clean)}/{len(steady)}",
-            "median_from": "clean epochs" if used is clean else "all steady epochs",
-            "others_cores_median": round(statistics.median(e["others"] for e in steady), 2),
-            "epochs": [{k: round(v, 3) for k, v in e.items()} for e in self.epochs],
-        }
-
-
-def iterate_only(make: Callable[[], Any], n: int, epochs: int, cooperative: bool) -> dict[str, Any]:
-    """Iterate a pipeline with no model: images/s and CPU ms per image (steady epochs)."""
-    dataset = make()
-    wall, cpu = [], []
-    for _ in range(epochs):
-        if cooperative:
-            common.wait_for_quiet_machine()
-        t, c = time.perf_counter(), cpu_seconds()
-        for _batch in dataset:
-            pass
-        wall.append(time.perf_counter() - t)
-        cpu.append(cpu_seconds() - c)
-    steady = slice(1, None) if epochs > 1 else slice(None)
-    return {
-        "first_epoch_images_per_s": round(n / wall[0], 1),
-        "median_images_per_s": round(n / statistics.median(wall[steady]), 1),
-        "cpu_ms_per_image": round(1000 * statistics.median(cpu[steady]) / n, 3),
-    }
+COLUMNS = [
+    ("path", "path"),
+    ("name", "what"),
+    ("first_epoch_images_per_s", "1st epoch img/s"),
+    ("median_images_per_s", "median img/s"),
+    ("ratio_to_ceiling", "÷ (a)"),
+    ("first_epoch_ratio", "1st ÷ (a)"),
+    ("cpu_ms_per_image", "CPU ms/img"),
+    ("cpu_ratio_to_ceiling", "(a) CPU ÷ this"),
+    ("own_cores", "cores"),
+    ("clean_epochs", "clean"),
+    ("others_cores_median", "others"),
+    ("alone_first_images_per_s", "alone 1st img/s"),
+    ("alone_images_per_s", "alone img/s"),
+    ("alone_cpu_ms_per_image", "alone CPU ms/img"),
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -323,73 +110,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Time the paths, print the table and the ratios, write the JSON."""
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    classes, images = common.load_neu(args.data.resolve())
+def load_train(data: Path, batch_size: int) -> tuple[list[Path], list[int], int]:
+    """NEU's train split: its paths and labels, and how many classes there are."""
+    classes, images = common.load_neu(data.resolve())
     train = [i for i in images if i.split == "train"]
-    paths, labels = [i.path for i in train], [i.label for i in train]
-    n = len(train)
-    print(f"NEU train split: {n} images, {len(classes)} classes, batch {args.batch_size}")
+    print(f"NEU train split: {len(train)} images, {len(classes)} classes, batch {batch_size}")
+    return [i.path for i in train], [i.label for i in train], len(classes)
 
+
+def traced_model(architecture: str, classes: int, spec: Any, ceiling: Callable[[], Any]) -> Any:
+    """The one compiled model, its training step traced (full and last partial batch) on
+    one epoch of the ceiling before any timing."""
     import keras
-    import tensorflow as tf
 
-    from inspector.model_input import Augmentation, InputSpec
     from inspector.modeling import build_model
-    from inspector.pipeline_data import make_dataset, preprocess_encoded
 
-    keras.utils.set_random_seed(args.seed)
-    spec = InputSpec(args.size, args.channels)
-    augmentation = Augmentation()
-
-    def product(keras_layers: bool = False, augment: bool = True) -> Any:
-        make = make_dataset_keras_layers if keras_layers else make_dataset
-        return make(
-            paths,
-            labels,
-            spec,
-            batch_size=args.batch_size,
-            training=True,
-            augmentation=augmentation if augment else None,
-            seed=args.seed,
-        )
-
-    # The ceiling's pixels are exactly what the pipeline feeds (the same preprocessing).
-    decode = tf.function(lambda data: preprocess_encoded(data, spec))
-    pixels = np.stack([decode(tf.constant(p.read_bytes())).numpy() for p in paths])
-    label_array = np.asarray(labels, np.int32)
-    batch, steps = args.batch_size, -(-n // args.batch_size)
-    generate = naive_batches(paths, labels, args.size, args.channels, batch, args.seed)
-
-    model = build_model(args.architecture, len(classes), spec)
+    model = build_model(architecture, classes, spec)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    # Trace the training step (full and last partial batch) before any timing.
-    model.fit(ceiling_dataset(pixels, label_array, batch), epochs=1, verbose=0)
+    model.fit(ceiling(), epochs=1, verbose=0)
+    return model
 
-    waited, waited_idle = common.wait_before_measuring(args)
-    info = common.machine()
-    started = common.utc_now()
-    print(f"machine: {common.describe(info)}")
-    shape = f"{args.size}x{args.size}x{args.channels}"
-    print(f"model: {args.architecture} {shape}; 1 + {args.rounds} epochs a path, interleaved")
-    print("each round: images/s of an epoch [cores the rest of the machine used]\n")
 
-    makers: list[tuple[str, str, Callable[[], Any]]] = [
-        ("a", "ceiling: in-memory tensor", lambda: ceiling_dataset(pixels, label_array, batch)),
-        ("b", "make_dataset (files, aug on)", product),
-        ("b0", "make_dataset (files, aug off)", lambda: product(augment=False)),
-        ("c", "naive generator (cv2, no aug)", lambda: naive_dataset(generate, spec, steps)),
-    ]
-    if args.keras_layers:
-        makers.append(("k", "Keras aug layers (before)", lambda: product(keras_layers=True)))
-    ways = [Way(key, name, make()) for key, name, make in makers]
+def prepare(
+    args: argparse.Namespace, paths: list[Path], labels: list[int], classes: int
+) -> tuple[Any, list[Feed], Any]:
+    """From ``--seed``: the input spec, each way with what builds its dataset, and the
+    traced model."""
+    import keras
 
+    from inspector.model_input import InputSpec
+
+    keras.utils.set_random_seed(args.seed)
+    spec = InputSpec(args.size, args.channels)
+    made = feeds(paths, labels, spec, args)
+    ceiling = {key: make for key, _, make in made}["a"]
+    return spec, made, traced_model(args.architecture, classes, spec, ceiling)
+
+
+def interleave(ways: list[Way], model: Any, n: int, args: argparse.Namespace) -> None:
+    """Round 0, then the rounds of one epoch a way, in an order rotated every round, until
+    ``--rounds`` are done and every way has 3 clean epochs (or ``--max-rounds`` are)."""
     round_ = 0
     while True:
         clean = min(sum(e["others"] <= CLEAN for e in way.epochs[1:]) for way in ways)
@@ -408,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   round {label}: " + "  ".join(line), flush=True)
         round_ += 1
 
-    rows = [way.summary(n) for way in ways]
-    by = {r["path"]: r for r in rows}
-    ceiling = by["a"]
+
+def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each row's images/s (steady and first epoch) and CPU per image against (a)'s; (a)'s
+    row."""
+    ceiling = next(r for r in rows if r["path"] == "a")
     for row in rows:
         row["ratio_to_ceiling"] = round(
             row["median_images_per_s"] / ceiling["median_images_per_s"], 3
@@ -421,40 +187,29 @@ def main(argv: list[str] | None = None) -> int:
         row["cpu_ratio_to_ceiling"] = round(
             ceiling["cpu_ms_per_image"] / row["cpu_ms_per_image"], 3
         )
+    return ceiling
 
+
+def add_alone(
+    made: list[Feed], rows: list[dict[str, Any]], n: int, args: argparse.Namespace
+) -> None:
+    """Each pipeline iterated without the model; its numbers added to its row."""
     print("\n== the pipelines alone (no model)", flush=True)
-    for (key, _, make), row in zip(makers, rows, strict=True):
+    for (key, _, make), row in zip(made, rows, strict=True):
         alone = iterate_only(make, n, args.alone_epochs, not args.no_wait)
         row["alone_first_images_per_s"] = alone["first_epoch_images_per_s"]
         row["alone_images_per_s"] = alone["median_images_per_s"]
         row["alone_cpu_ms_per_image"] = alone["cpu_ms_per_image"]
         print(f"   ({key}) {alone}", flush=True)
 
-    print("\n== decode + resize, one image at a time (ms)", flush=True)
-    decode_ms = decode_costs(paths, spec)
-    for name, row in decode_ms.items():
-        print(f"   {name}: {row}")
 
-    columns = [
-        ("path", "path"),
-        ("name", "what"),
-        ("first_epoch_images_per_s", "1st epoch img/s"),
-        ("median_images_per_s", "median img/s"),
-        ("ratio_to_ceiling", "÷ (a)"),
-        ("first_epoch_ratio", "1st ÷ (a)"),
-        ("cpu_ms_per_image", "CPU ms/img"),
-        ("cpu_ratio_to_ceiling", "(a) CPU ÷ this"),
-        ("own_cores", "cores"),
-        ("clean_epochs", "clean"),
-        ("others_cores_median", "others"),
-        ("alone_first_images_per_s", "alone 1st img/s"),
-        ("alone_images_per_s", "alone img/s"),
-        ("alone_cpu_ms_per_image", "alone CPU ms/img"),
-    ]
+def report(rows: list[dict[str, Any]]) -> None:
+    """The table, then each path against (a) (target for (b): at least 0.90)."""
+    by = {r["path"]: r for r in rows}
     print()
-    print(common.table(rows, columns))
+    print(common.table(rows, COLUMNS))
     print(
-        f"\n(a) = {ceiling['median_images_per_s']} images/s; 'others' = median cores the rest of "
+        f"\n(a) = {by['a']['median_images_per_s']} images/s; 'others' = median cores the rest of "
         f"the machine used per epoch; medians from epochs where it used ≤ {CLEAN} cores"
     )
     print(f"(b)/(a) = {by['b']['ratio_to_ceiling']:.3f}   target ≥ 0.90")
@@ -463,6 +218,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(c)/(a) = {by['c']['ratio_to_ceiling']:.3f}")
     if "k" in by:
         print(f"(k)/(a) = {by['k']['ratio_to_ceiling']:.3f}   (Keras augmentation layers)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time the paths, print the table and the ratios, write the JSON."""
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    paths, labels, classes = load_train(args.data, args.batch_size)
+    n = len(paths)
+    spec, made, model = prepare(args, paths, labels, classes)
+
+    waited, waited_idle = common.wait_before_measuring(args)
+    info = common.machine()
+    started = common.utc_now()
+    print(f"machine: {common.describe(info)}")
+    shape = f"{args.size}x{args.size}x{args.channels}"
+    print(f"model: {args.architecture} {shape}; 1 + {args.rounds} epochs a path, interleaved")
+    print("each round: images/s of an epoch [cores the rest of the machine used]\n")
+
+    ways = [Way(key, name, make()) for key, name, make in made]
+    interleave(ways, model, n, args)
+    rows = [way.summary(n) for way in ways]
+    ceiling_row = add_ratios(rows)
+    add_alone(made, rows, n, args)
+
+    print("\n== decode + resize, one image at a time (ms)", flush=True)
+    decode_ms = decode_costs(paths, spec)
+    for name, row in decode_ms.items():
+        print(f"   {name}: {row}")
+    report(rows)
 
     result = {
         "benchmark": "pipeline",
@@ -475,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data.resolve()),
         "train_images": n,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "ceiling_images_per_s": ceiling["median_images_per_s"],
+        "ceiling_images_per_s": ceiling_row["median_images_per_s"],
         "rows": rows,
         "decode_ms": decode_ms,
     }
