@@ -68,10 +68,8 @@ def _metadata(item: Item) -> dict[str, str]:
 
 
 class ServiceLine:
-    """`inspector run` on a fresh data directory, driven over HTTP."""
-
-    # Only production's verdicts can be asked for, so the retrain is not scored.
-    judges_any_version = False
+    """`inspector run` on a fresh data directory, driven over HTTP. Only production's
+    verdicts can be asked for, so the retrain is not scored."""
 
     def __init__(self, workdir: Path, policy: Path, config: dict[str, Any]) -> None:
         self.service = Service({"INSPECTOR_GATE_POLICY": str(policy)}, workdir)
@@ -254,10 +252,8 @@ class ServiceLine:
 
 
 class InProcessLine:
-    """The same steps on a LocalStore in this process (TensorFlow loads here)."""
-
-    # Any version's verdicts can be had here, not only production's: the retrain is scored.
-    judges_any_version = True
+    """The same steps on a LocalStore in this process (TensorFlow loads here). Any
+    version's verdicts can be had here, not only production's: the retrain is scored."""
 
     def __init__(self, workdir: Path, policy: Path, config: dict[str, Any]) -> None:
         from inspector import gating

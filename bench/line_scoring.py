@@ -44,7 +44,10 @@ def peak_in_mask(item: Item, verdict: dict[str, Any], spec: InputSpec) -> bool |
     mask, or no map)."""
     if item.mask is None or "defect_map" not in verdict:
         return None
-    mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE) > 127
+    image = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"OpenCV cannot read the mask {item.mask}")
+    mask = image > 127
     grid = DefectMap.from_doc(verdict["defect_map"]).grid()
     row, col = defect_maps.peak(grid, mask.shape[0], mask.shape[1], spec)
     size = 2 * MASK_DILATION_PX + 1

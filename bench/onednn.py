@@ -33,7 +33,7 @@ from bench import common
 
 def _median_seconds(fn: Any, seconds: float) -> float:
     fn()  # warm up (traces the graph)
-    times = []
+    times: list[float] = []
     started = time.perf_counter()
     while time.perf_counter() - started < seconds or len(times) < 3:
         t = time.perf_counter()

@@ -14,6 +14,10 @@ naive way, training the same model on the same NEU train split in one process.
 (k) layers    (with ``--keras-layers``) the pipeline as it augmented before 2026-11-26,
                with Keras' random layers (``make_dataset_keras_layers``).
 
+(b) is ``make_dataset``, as BENCHMARKS.md measured it. The product's training now feeds
+``training_dataset`` instead (the same decode, cache and augmentation, but one cached
+stream per class, drawn by ``sample_from_datasets``, endless): not timed here.
+
 Every path trains the one compiled model (traced once beforehand), one epoch at a time,
 in interleaved rounds: round 0 is every path's first epoch (the one in which (b) decodes),
 then ``--rounds`` rounds of one epoch each (more, up to ``--max-rounds``, until every path
@@ -48,11 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import common
 from bench.pipeline_measure import CLEAN, Way, decode_costs, iterate_only
 from bench.pipeline_ways import Feed, feeds
+
+if TYPE_CHECKING:
+    from inspector.model_input import InputSpec
 
 COLUMNS = [
     ("path", "path"),
@@ -110,22 +117,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_train(data: Path, batch_size: int) -> tuple[list[Path], list[int], int]:
-    """NEU's train split: its paths and labels, and how many classes there are."""
+def load_train(data: Path, batch_size: int) -> tuple[list[Path], list[int], list[str]]:
+    """NEU's train split: its paths and labels, and the class names."""
     classes, images = common.load_neu(data.resolve())
     train = [i for i in images if i.split == "train"]
     print(f"NEU train split: {len(train)} images, {len(classes)} classes, batch {batch_size}")
-    return [i.path for i in train], [i.label for i in train], len(classes)
+    return [i.path for i in train], [i.label for i in train], classes
 
 
-def traced_model(architecture: str, classes: int, spec: Any, ceiling: Callable[[], Any]) -> Any:
+def traced_model(
+    architecture: str, classes: list[str], spec: InputSpec, ceiling: Callable[[], Any]
+) -> Any:
     """The one compiled model, its training step traced (full and last partial batch) on
-    one epoch of the ceiling before any timing."""
+    one epoch of the ceiling before any timing. NEU has no good class: every class is a
+    defect (no good names), as NEU lines train in the product."""
     import keras
 
     from inspector.modeling import build_model
 
-    model = build_model(architecture, classes, spec)
+    model = build_model(architecture, classes, [], spec)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss="sparse_categorical_crossentropy",
@@ -136,16 +146,16 @@ def traced_model(architecture: str, classes: int, spec: Any, ceiling: Callable[[
 
 
 def prepare(
-    args: argparse.Namespace, paths: list[Path], labels: list[int], classes: int
-) -> tuple[Any, list[Feed], Any]:
-    """From ``--seed``: the input spec, each way with what builds its dataset, and the
-    traced model."""
+    args: argparse.Namespace, paths: list[Path], labels: list[int], classes: list[str]
+) -> tuple[InputSpec, list[Feed], Any]:
+    """From ``--seed``: the input spec (a ``--size`` square canvas), each way with what
+    builds its dataset, and the traced model."""
     import keras
 
     from inspector.model_input import InputSpec
 
     keras.utils.set_random_seed(args.seed)
-    spec = InputSpec(args.size, args.channels)
+    spec = InputSpec(height=args.size, width=args.size, channels=args.channels)
     made = feeds(paths, labels, spec, args)
     ceiling = {key: make for key, _, make in made}["a"]
     return spec, made, traced_model(args.architecture, classes, spec, ceiling)

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench import common
+
+if TYPE_CHECKING:
+    from inspector.model_input import InputSpec
 
 CLEAN = 0.25  # cores the rest of the machine may use for an epoch to count as clean
 
@@ -108,7 +111,9 @@ def iterate_only(make: Callable[[], Any], n: int, epochs: int, cooperative: bool
     }
 
 
-def decode_costs(neu: Sequence[Path], spec: Any, count: int = 40) -> dict[str, dict[str, float]]:
+def decode_costs(
+    neu: Sequence[Path], spec: InputSpec, count: int = 40
+) -> dict[str, dict[str, float]]:
     """Milliseconds to decode and resize one image, the product's way (TensorFlow, as the
     first epoch and serving do) and the naive way (OpenCV), for NEU's small JPEGs and for
     camera-sized ones (1152×864 simulated parts, as bench/ingest.py uploads)."""
@@ -127,7 +132,9 @@ def decode_costs(neu: Sequence[Path], spec: Any, count: int = 40) -> dict[str, d
 
     def opencv(data: bytes) -> np.ndarray:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-        return cv2.resize(image, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+        if image is None:
+            raise ValueError("OpenCV cannot decode an image")
+        return cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
 
     out = {}
     for name, blobs in sets.items():

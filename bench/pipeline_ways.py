@@ -13,9 +13,12 @@ import argparse
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from inspector.model_input import Augmentation, InputSpec
 
 
 def ceiling_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int) -> Any:
@@ -33,15 +36,16 @@ def ceiling_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int) -> 
 def naive_batches(
     paths: Sequence[Path],
     labels: Sequence[int],
-    size: int,
-    channels: int,
+    spec: InputSpec,
     batch_size: int,
     seed: int,
 ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """(c) a generator function: shuffle, then read + decode + resize each file in Python."""
+    """(c) a generator function: shuffle, then read + decode + resize each file to the
+    canvas in Python (stretched: NEU's square images fill a square canvas either way)."""
     import cv2
 
     rng = random.Random(seed)
+    channels = spec.channels
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
 
     def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -51,8 +55,10 @@ def naive_batches(
             chunk = order[start : start + batch_size]
             images = []
             for k in chunk:
-                image = cv2.imread(str(paths[k]), flag)
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+                read = cv2.imread(str(paths[k]), flag)
+                if read is None:
+                    raise ValueError(f"OpenCV cannot read {paths[k]}")
+                image = cv2.resize(read, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
                 if channels == 1:
                     image = image[:, :, None]
                 else:
@@ -66,7 +72,7 @@ def naive_batches(
     return generate
 
 
-def naive_dataset(generate: Callable[[], Iterator[Any]], spec: Any, steps: int) -> Any:
+def naive_dataset(generate: Callable[[], Iterator[Any]], spec: InputSpec, steps: int) -> Any:
     """(c) the generator as a dataset, as people first write it (no prefetch); its length
     is declared so that Keras does not warn about running out of data."""
     import tensorflow as tf
@@ -74,7 +80,7 @@ def naive_dataset(generate: Callable[[], Iterator[Any]], spec: Any, steps: int) 
     dataset = tf.data.Dataset.from_generator(
         generate,
         output_signature=(
-            tf.TensorSpec([None, spec.size, spec.size, spec.channels], tf.float32),
+            tf.TensorSpec([None, spec.height, spec.width, spec.channels], tf.float32),
             tf.TensorSpec([None], tf.int32),
         ),
     )
@@ -84,11 +90,11 @@ def naive_dataset(generate: Callable[[], Iterator[Any]], spec: Any, steps: int) 
 def make_dataset_keras_layers(
     paths: Sequence[Path],
     labels: Sequence[int],
-    spec: Any,
+    spec: InputSpec,
     *,
     batch_size: int,
     training: bool,
-    augmentation: Any = None,
+    augmentation: Augmentation | None = None,
     seed: int = 0,
 ) -> Any:
     """(k) how ``inspector.pipeline_data.make_dataset`` augmented before 2026-11-26: a
@@ -99,6 +105,8 @@ def make_dataset_keras_layers(
 
     from inspector.pipeline_data import cached_batches
 
+    if augmentation is None:
+        raise ValueError("(k) is the Keras layers' augmentation: it needs one")
     autotune = tf.data.AUTOTUNE
     ds = cached_batches(paths, labels, spec, batch_size=batch_size, training=training, seed=seed)
     ds = ds.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=autotune)
@@ -122,10 +130,10 @@ Feed = tuple[str, str, Callable[[], Any]]  # key, name, and what builds the data
 
 
 def feeds(
-    paths: Sequence[Path], labels: Sequence[int], spec: Any, args: argparse.Namespace
+    paths: Sequence[Path], labels: Sequence[int], spec: InputSpec, args: argparse.Namespace
 ) -> list[Feed]:
     """(a), (b), (b0), (c) and, with ``--keras-layers``, (k): each path's key, name and the
-    function that builds its dataset (with ``--size``, ``--channels``, ``--batch-size`` and
+    function that builds its dataset (on ``spec``'s canvas, with ``--batch-size`` and
     ``--seed``). The ceiling's pixels are decoded here, once."""
     import tensorflow as tf
 
@@ -151,7 +159,7 @@ def feeds(
     pixels = np.stack([decode(tf.constant(p.read_bytes())).numpy() for p in paths])
     label_array = np.asarray(labels, np.int32)
     batch, steps = args.batch_size, -(-len(paths) // args.batch_size)
-    generate = naive_batches(paths, labels, args.size, args.channels, batch, args.seed)
+    generate = naive_batches(paths, labels, spec, batch, args.seed)
 
     made: list[Feed] = [
         ("a", "ceiling: in-memory tensor", lambda: ceiling_dataset(pixels, label_array, batch)),

@@ -42,7 +42,10 @@ from bench.line_runs import InProcessLine, ServiceLine
 from bench.line_scoring import forgetting, score
 
 POLICY = common.ROOT / "deploy" / "gate-policy.toml"
-MODES = {"service": ServiceLine, "in-process": InProcessLine}
+MODES: dict[str, type[ServiceLine] | type[InProcessLine]] = {
+    "service": ServiceLine,
+    "in-process": InProcessLine,
+}
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -118,7 +121,7 @@ def _retrain(
     retrained = line.retrain("bench: from scratch, for comparison")
     if retrained is None:
         return None, None
-    if not line.judges_any_version:
+    if not isinstance(line, InProcessLine):  # the service gives only production's verdicts
         return retrained.seconds, None
     judged = line.judge(scenario.held_back, retrained.version)
     return retrained.seconds, score(judged, scenario.good, spec)
