@@ -198,8 +198,8 @@ def report(scenario: lines.Scenario, results: list[dict[str, Any]]) -> None:
                 )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse arguments, play the scenario in each mode, print and save the results."""
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, lines.Scenario]:
+    """The command line, and the scenario it names."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", nargs="?", choices=("kolektor", "neu-cl", "sim-small"))
     parser.add_argument("--data", type=Path, help="a folder of class folders (ok = good parts)")
@@ -221,9 +221,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     common.add_wait_options(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     if (args.scenario is None) == (args.data is None):
         parser.error("give a scenario (kolektor, neu-cl, sim-small) or --data DIR")
     if args.data:
@@ -235,6 +232,15 @@ def main(argv: list[str] | None = None) -> None:
             "neu-cl": lines.neu_cl,
             "sim-small": lines.simulated_small,
         }[args.scenario]()
+    return args, scenario
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, play the scenario in each mode, print and save the results."""
+    args, scenario = _parse(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     common.wait_before_measuring(args)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     config = _overrides(args.set_)
