@@ -81,16 +81,28 @@ class TrainConfig(BaseModel):
     # epochs gave AUROC 0.945 against 0.981 (BENCHMARKS.md, "A time budget for slower
     # machines").
     time_budget_minutes: float = Field(9.5, ge=0)
+    # Which weights a run keeps. "best_epoch": the epoch with the lowest validation loss
+    # (early stopping, inspector.trainer_callbacks.EarlyStop); "last": the last epoch's
+    # unless the run stopped early; "average": the mean of the weights at the end of each
+    # epoch over the last ``1 - average_from`` of the planned epochs (stochastic weight
+    # averaging, AverageWeights): the run goes its whole schedule, without early stopping.
+    # ``keep_weights`` is for first runs and warm starts, ``refit_keep_weights`` for a
+    # refit (a warm start that did not learn trained again on every image): averaged,
+    # sim-small's second day was blessed on three seeds of three instead of one; first
+    # runs averaged were no better on KolektorSDD and worse on NEU (BENCHMARKS.md,
+    # "Averaged weights").
+    keep_weights: Literal["average", "best_epoch", "last"] = "best_epoch"
+    refit_keep_weights: Literal["average", "best_epoch", "last"] = "average"
+    average_from: float = Field(0.5, gt=0, lt=1)
+    # Early stopping ("best_epoch" or "last"): epochs without a better
+    # validation loss before the run stops.
     patience: int = Field(10, ge=1)
     # Batch-norm statistics lag in the first epochs, when the validation loss of a still
     # uniform model can look best: early stopping watches only from this epoch on.
     early_stopping_from_epoch: int = Field(10, ge=0)
-    # Which weights a run keeps (inspector.trainer_callbacks.EarlyStop): the best epoch's
-    # by validation loss, or the last epoch's unless the run stopped early.
-    keep_weights: Literal["best_epoch", "last"] = "best_epoch"
     # The optimizer's exponential moving average of the weights, which replaces them at
-    # the end of the run (Keras' use_ema); 0: off. Only with keep_weights="last": the
-    # best epoch is judged on the raw weights.
+    # the end of the run (Keras' use_ema); 0: off. Only with keep_weights and
+    # refit_keep_weights "last": the best epoch is judged on the raw weights.
     ema_momentum: float = Field(0.0, ge=0, lt=1)
     # A version judges each part by its logits averaged over this many views: 1 the image
     # alone, 2 also turned 180°, 4 also mirrored left-right and up-down (the flips training
@@ -180,10 +192,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _averaged_weights_are_kept(self) -> TrainConfig:
-        if self.ema_momentum > 0 and self.keep_weights != "last":
+        if self.ema_momentum > 0 and {self.keep_weights, self.refit_keep_weights} != {"last"}:
             raise ValueError(
-                "ema_momentum needs keep_weights='last': the best epoch is judged on the "
-                "raw weights, not on their average"
+                "ema_momentum needs keep_weights='last' and refit_keep_weights='last': "
+                "the best epoch is judged on the raw weights, and Keras' moving average "
+                "would replace an average of epochs"
             )
         return self
 

@@ -44,6 +44,7 @@ from inspector.datasets import DatasetError
 from inspector.model_input import Augmentation
 from inspector.train_config import TrainConfig
 from inspector.trainer_callbacks import (
+    AverageWeights,
     DivergenceGuard,
     EarlyStop,
     ProgressCallback,
@@ -171,6 +172,7 @@ class _Fitted:
     history: dict[str, list[float]]
     seconds: float
     shortened: dict[str, Any] | None  # TimeBudget.shortened
+    averaged: tuple[int, int] | None  # AverageWeights.epochs
 
 
 def _datasets(
@@ -230,16 +232,13 @@ def _fit(
             schedule=schedule if isinstance(schedule, ShortenableCosine) else None,
             progress=shown,
         )
+    keep = config.refit_keep_weights if data.refit else config.keep_weights
+    keeper = _keeper(config, keep, plan.epochs, train_ds, budget, validated=val_ds is not None)
     callbacks = [
         shown,
         guard,
         *([budget] if budget else []),
-        EarlyStop(
-            config.keep_weights,
-            monitor="val_loss" if val_ds is not None else "loss",
-            patience=config.patience,
-            start_from_epoch=min(config.early_stopping_from_epoch, plan.epochs - 1),
-        ),
+        keeper,
         keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False),
     ]
     started = time.monotonic()
@@ -259,7 +258,30 @@ def _fit(
     if guard.reason:
         raise TrainingFailed(f"{guard.reason}; no version was created", code="diverged")
     return _Fitted(
-        history.history, time.monotonic() - started, budget.shortened if budget else None
+        history.history,
+        time.monotonic() - started,
+        budget.shortened if budget else None,
+        keeper.epochs if isinstance(keeper, AverageWeights) else None,
+    )
+
+
+def _keeper(
+    config: TrainConfig,
+    keep: str,
+    epochs: int,
+    train_ds: tf.data.Dataset,
+    budget: TimeBudget | None,
+    *,
+    validated: bool,
+) -> AverageWeights | EarlyStop:
+    """The callback that decides which weights the fit ends with (``keep``)."""
+    if keep == "average":
+        return AverageWeights(config.average_from, train_ds, epochs, budget)
+    return EarlyStop(
+        keep,
+        monitor="val_loss" if validated else "loss",
+        patience=config.patience,
+        start_from_epoch=min(config.early_stopping_from_epoch, epochs - 1),
     )
 
 
@@ -274,6 +296,8 @@ def _training_summary(fit: _Fitted, data: TrainingData, epochs_run: int) -> dict
         "stopped_early": epochs_run < planned,
         # Fewer epochs than planned, to end within the run's time budget.
         **({"shortened": fit.shortened} if fit.shortened else {}),
+        # The epochs whose weights were averaged into the model's (first, last).
+        **({"averaged_epochs": list(fit.averaged)} if fit.averaged else {}),
     }
 
 
@@ -287,8 +311,9 @@ def fit_and_export(
     progress: Progress,
     deadline: float | None = None,
 ) -> Outcome:
-    """Fit a model on ``data.train`` (early-stopped on the validation images, and ended in
-    time for ``deadline``, a ``time.monotonic()``), choose its threshold on them, export
+    """Fit a model on ``data.train`` (its weights averaged over the last epochs or
+    early-stopped on the validation images, and ended in time for ``deadline``, a
+    ``time.monotonic()``), choose its threshold on them, export
     it, and check the export on the held-out images."""
     keras.utils.set_random_seed(config.seed)
     index = {name: i for i, name in enumerate(data.classes)}

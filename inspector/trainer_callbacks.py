@@ -1,6 +1,7 @@
 """Keras callbacks of a training run: progress for the CLI and console, a guard that
-stops a run whose loss diverges, early stopping that says which weights it kept, and a
-time budget that ends the fit in time (with the cosine schedule it can shorten)."""
+stops a run whose loss diverges, the weights a run keeps (early stopping that says which
+epoch it kept, or the average of the last epochs' weights), and a time budget that ends
+the fit in time (with the cosine schedule it can shorten)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from typing import Any
 
 import keras
+import numpy as np
 
 from inspector.training import Progress, eta_seconds, finite
 
@@ -115,6 +117,80 @@ class EarlyStop(keras.callbacks.EarlyStopping):
                 else "",
             )
         super().on_train_end(logs)
+
+
+class AverageWeights(keras.callbacks.Callback):
+    """Stochastic weight averaging (Izmailov et al., "Averaging weights leads to wider
+    optima and better generalization", UAI 2018): the mean of the trainable weights at the
+    end of every epoch after ``share`` of the planned epochs (a :class:`TimeBudget` may
+    shorten the plan) replaces the last weights when the fit ends. The batch-norm
+    statistics, which the last weights left, are then re-estimated on ``batches`` batches
+    of ``data`` in training mode (nothing is learnt from them). ``epochs`` says which
+    epochs were averaged (1-based, first and last); with fewer than two, the last weights
+    stay."""
+
+    def __init__(
+        self,
+        share: float,
+        data: Any,
+        epochs: int,
+        budget: TimeBudget | None = None,
+        batches: int = 40,
+    ) -> None:
+        super().__init__()
+        self.share, self.data, self.planned, self.budget = share, data, epochs, budget
+        self.batches = batches
+        self.sums: list[np.ndarray] = []
+        self.epochs: tuple[int, int] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        planned = self.budget.epochs if self.budget is not None else self.planned
+        if epoch + 1 <= int(self.share * planned):
+            return
+        weights = [w.numpy() for w in self.model.trainable_weights]
+        self.sums = (
+            [a + b for a, b in zip(self.sums, weights, strict=True)] if self.sums else weights
+        )
+        self.epochs = (self.epochs[0] if self.epochs else epoch + 1, epoch + 1)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.epochs is None or self.epochs[1] == self.epochs[0]:
+            self.epochs = None
+            log.info("kept the last epoch's weights (too few epochs to average)")
+            return
+        count = self.epochs[1] - self.epochs[0] + 1
+        for variable, total in zip(self.model.trainable_weights, self.sums, strict=True):
+            variable.assign(total / count)
+        _reestimate_batch_norms(self.model, self.data.take(self.batches))
+        log.info(
+            "kept the mean of the weights of epochs %d-%d (batch-norm statistics "
+            "re-estimated on %d batches)",
+            *self.epochs,
+            self.batches,
+        )
+
+
+def _batch_norms(layer: Any) -> list[keras.layers.BatchNormalization]:
+    """Every trainable batch norm in ``layer``, nested models included."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer] if layer.trainable else []
+    return [bn for child in getattr(layer, "layers", []) for bn in _batch_norms(child)]
+
+
+def _reestimate_batch_norms(model: keras.Model, batches: Any) -> None:
+    """Set every batch norm's moving statistics to the mean of its statistics over
+    ``batches`` ((images, targets) pairs) in training mode: batch k (from 0) enters the
+    moving average with momentum k / (k + 1), so none of the old statistics remain."""
+    norms = _batch_norms(model)
+    kept = [bn.momentum for bn in norms]
+    try:
+        for k, (images, _) in enumerate(batches):
+            for bn in norms:
+                bn.momentum = k / (k + 1)
+            model(images, training=True)
+    finally:
+        for bn, momentum in zip(norms, kept, strict=True):
+            bn.momentum = momentum
 
 
 @keras.saving.register_keras_serializable(package="inspector")

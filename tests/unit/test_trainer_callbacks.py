@@ -1,5 +1,6 @@
 """Which weights a run keeps: EarlyStop through a real (tiny) Keras fit, with the
-monitored value scripted epoch by epoch so the best epoch is known."""
+monitored value scripted epoch by epoch so the best epoch is known; AverageWeights, the
+mean of the last epochs' weights and its batch-norm statistics; the time budget."""
 
 from __future__ import annotations
 
@@ -50,6 +51,65 @@ def test_a_run_that_stops_early_keeps_its_best_epoch_either_way(keep):
     seen, kept, stop = _fit(keep, [3.0, 1.0, 2.0, 2.5, 2.6, 2.7], patience=2)
     assert stop.stopped_epoch == 3 and len(seen) == 4
     assert _same(kept, seen[1]) and stop.best_epoch == 1
+
+
+# --- averaged weights -----------------------------------------------------------------
+
+
+def _averaged_fit(epochs: int, share: float):
+    """A tiny fit with a batch norm, its weights averaged by AverageWeights. Returns the
+    trainable weights after each epoch, the model, the callback and the inputs."""
+    import keras
+    import tensorflow as tf
+
+    from inspector.trainer_callbacks import AverageWeights
+
+    seen: list = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(momentum=0.99),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(64, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x.sum(axis=1))).batch(16)
+    average = AverageWeights(share, data, epochs, batches=4)
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[Record(), average])
+    return seen, model, average, x
+
+
+def test_the_kept_weights_are_the_mean_of_the_last_epochs():
+    seen, model, average, _ = _averaged_fit(6, 0.5)
+    assert average.epochs == (4, 6)
+    for kept, *epochs in zip(model.trainable_weights, *seen[3:], strict=True):
+        np.testing.assert_allclose(kept.numpy(), np.mean(epochs, axis=0), rtol=1e-5)
+    assert not np.allclose(model.trainable_weights[0].numpy(), seen[-1][0])
+
+
+def test_batch_norm_statistics_are_those_of_the_averaged_weights():
+    _, model, _, x = _averaged_fit(6, 0.5)
+    dense, norm = model.layers[0], model.layers[1]
+    # Four batches of 16 in training mode: the moving mean is the mean of their means,
+    # whatever the layer's momentum (0.99 would have kept most of the old statistics).
+    expected = np.mean([dense(x[i : i + 16]).numpy().mean(axis=0) for i in range(0, 64, 16)], 0)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert norm.momentum == 0.99
+
+
+def test_too_few_epochs_to_average_keep_the_last_weights():
+    seen, model, average, _ = _averaged_fit(3, 0.9)
+    assert average.epochs is None
+    for kept, last in zip(model.trainable_weights, seen[-1], strict=True):
+        np.testing.assert_array_equal(kept.numpy(), last)
 
 
 # --- the time budget ------------------------------------------------------------------

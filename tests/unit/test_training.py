@@ -59,7 +59,8 @@ def test_a_run_publishes_a_complete_version(trained):
     assert version["heldout"]["accuracy"] >= 0.6  # chance is 0.33
     assert version["heldout"]["skew_max_abs_diff"] < 1e-4
     assert abs(version["heldout"]["tflite_accuracy"] - version["heldout"]["accuracy"]) <= 0.05
-    assert version["config"]["image_size"] == 48 and version["training"]["epochs_run"] >= 1
+    assert version["config"]["image_size"] == 48 and version["training"]["epochs_run"] == 14
+    assert "averaged_epochs" not in version["training"]  # a first run keeps its best epoch
     assert version["input"] == {"height": 48, "width": 48, "channels": 3}
     assert version["good_classes"] == ["ok"] and version["head"] == "class_maps"
     point = version["operating_point"]
@@ -116,6 +117,7 @@ def test_warm_start_learns_a_new_class_and_keeps_the_old_ones(
     )
     assert new["parent_version"] == first["version"]
     assert new["classes"] == ["ok", "pit", "scratch", "crack"]
+    assert "averaged_epochs" not in new["training"]  # a warm start keeps its best epoch
     assert (
         new["data"]["train"] < new["data"]["snapshot_counts"]["train"].get("ok", 0) + 200
     )  # new + replay only
@@ -171,6 +173,9 @@ def test_a_warm_start_that_does_not_learn_its_new_class_trains_again_on_every_im
             datasets.load_snapshot(store, parent["snapshot_id"]).split("train")
         )
         assert any(r.getMessage().startswith("refit from version") for r in caplog.records)
+        # A refit keeps the mean of the weights of its schedule's second half (FAST: 14
+        # epochs).
+        assert doc["training"]["averaged_epochs"] == [8, 14]
 
 
 def test_a_warm_start_that_forgets_a_class_its_parent_knew_trains_again(trained, tmp_path, caplog):
