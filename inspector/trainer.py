@@ -311,10 +311,9 @@ def fit_and_export(
     progress: Progress,
     deadline: float | None = None,
 ) -> Outcome:
-    """Fit a model on ``data.train`` (its weights averaged over the last epochs or
-    early-stopped on the validation images, and ended in time for ``deadline``, a
-    ``time.monotonic()``), choose its threshold on them, export
-    it, and check the export on the held-out images."""
+    """Fit a model on ``data.train`` (weights averaged or early-stopped: ``_keeper``;
+    ended in time for ``deadline``, a ``time.monotonic()``), choose its threshold on the
+    validation images, export it, and check the export on the held-out images."""
     keras.utils.set_random_seed(config.seed)
     index = {name: i for i, name in enumerate(data.classes)}
     progress(
