@@ -145,8 +145,8 @@ class AverageWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         planned = self.budget.epochs if self.budget is not None else self.planned
-        if epoch + 1 <= int(self.share * planned):
-            return
+        if self.epochs is None and epoch + 1 <= int(self.share * planned):
+            return  # not yet; once begun, every epoch counts (the plan may grow meanwhile)
         weights = [w.numpy() for w in self.model.trainable_weights]
         self.sums = (
             [a + b for a, b in zip(self.sums, weights, strict=True)] if self.sums else weights
@@ -216,9 +216,12 @@ class ShortenableCosine(keras.optimizers.schedules.CosineDecay):
 class TimeBudget(keras.callbacks.Callback):
     """Ends the fit in time for ``deadline`` (``time.monotonic()``): from the second
     epoch on (the first one also traces the step), it projects the remaining epochs at the
-    median epoch's wall time so far and, where they would overrun, plans fewer epochs
-    (the cosine schedule's end moves with them, so the learning rate still decays) and
-    stops after the last one. It never adds epochs. ``shortened`` says what it did."""
+    median epoch's wall time so far and plans as many as fit, never more than the fit's
+    own: fewer where they would overrun (the cosine schedule's end moves with them, so the
+    learning rate still decays), and more again, up to the fit's own, where the pace
+    recovers with an epoch to spare (a slow epoch or two while something else shared the
+    cores does not cut the run for good). It stops after the last planned epoch.
+    ``shortened`` says what it did."""
 
     def __init__(
         self,
@@ -246,26 +249,30 @@ class TimeBudget(keras.callbacks.Callback):
             pace = sorted(self.epoch_seconds[1:])[(len(self.epoch_seconds) - 2) // 2]
             affordable = epoch + 1 + int(max(0.0, self.deadline - now) // max(pace, 1e-9))
             if affordable < self.epochs:
-                self._shorten(max(affordable, epoch + 1), pace)
+                self._replan(max(affordable, epoch + 1), pace)
+            elif affordable - 1 > self.epochs < self.planned:  # an epoch's margin to grow
+                self._replan(min(affordable - 1, self.planned), pace)
         if epoch + 1 >= self.epochs:
             self.model.stop_training = True
 
-    def _shorten(self, epochs: int, pace: float) -> None:
+    def _replan(self, epochs: int, pace: float) -> None:
+        longer = epochs > self.epochs
         self.epochs = epochs
         if self.schedule is not None:
             # The decay ends where the plan now ends (it started at the plan's steps).
             self.schedule.decay_steps.assign(float(epochs * self.steps_per_epoch))
         if self.progress is not None:
             self.progress.epochs = epochs
-        self.shortened = {
-            "planned_epochs": self.planned,
-            "epochs": epochs,
-            "epoch_seconds": round(pace, 1),
-        }
+        self.shortened = (
+            {"planned_epochs": self.planned, "epochs": epochs, "epoch_seconds": round(pace, 1)}
+            if epochs < self.planned
+            else None
+        )
         log.warning(
             "the run's time budget allows %d of its %d epochs (%.1f s an epoch here): "
-            "training fewer, with the learning rate's decay ending there",
+            "training %s, with the learning rate's decay ending there",
             epochs,
             self.planned,
             pace,
+            "more again, as the pace recovered" if longer else "fewer",
         )

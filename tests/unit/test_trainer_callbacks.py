@@ -115,10 +115,10 @@ def test_too_few_epochs_to_average_keep_the_last_weights():
 # --- the time budget ------------------------------------------------------------------
 
 
-def _budget_fit(epochs: int, deadline: float | None, pause: float = 0.0):
+def _budget_fit(epochs: int, deadline: float | None, pause=0.0):
     """A tiny fit on the shortenable cosine schedule, optionally under a TimeBudget and
-    with ``pause`` seconds of sleep in every epoch. Returns (history, weights, budget,
-    schedule)."""
+    with ``pause`` seconds of sleep in every epoch (or ``pause(epoch)`` seconds). Returns
+    (history, weights, budget, schedule)."""
     import time
 
     import keras
@@ -136,7 +136,7 @@ def _budget_fit(epochs: int, deadline: float | None, pause: float = 0.0):
 
     class Pause(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            time.sleep(pause)
+            time.sleep(pause(epoch) if callable(pause) else pause)
 
     callbacks: list = [Pause()]
     budget = None
@@ -195,3 +195,19 @@ def test_epochs_too_slow_for_the_deadline_are_fewer_epochs_not_a_late_run():
     assert 2 <= len(losses) < 20
     assert budget.shortened["epochs"] == len(losses)
     assert float(schedule.decay_steps.numpy()) == len(losses) * 4
+
+
+def test_a_slow_epoch_cuts_the_plan_only_until_the_pace_recovers(caplog):
+    import logging
+    import time
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="inspector.trainer"):
+        # Epoch 2 takes 2 s (something else had the cores), the others a few ms: at its end
+        # 8 epochs of 2 s cannot fit in what is left of 10 s, later the pace allows them all.
+        losses, _, budget, schedule = _budget_fit(
+            8, started + 10.0, pause=lambda epoch: 2.0 if epoch == 1 else 0.0
+        )
+    assert "training fewer" in caplog.text and "training more again" in caplog.text
+    assert len(losses) == 8 and budget.shortened is None
+    assert float(schedule.decay_steps.numpy()) == 8 * 4
