@@ -286,6 +286,35 @@ def sampling_weights(counts: Sequence[int], sampling: Sampling) -> list[float]:
     return [r / total for r in raw]
 
 
+def weighted_like_sampling(
+    ds: tf.data.Dataset, labels: np.ndarray, sampling: Sampling, output: str | None = None
+) -> tf.data.Dataset:
+    """Validation (images, targets) batches → (images, targets, weights): each image
+    weighted by how much more (or less) often training draws its class than the
+    validation split holds it (``balanced``: a class's images weigh as much together as
+    any other class's), so the validation loss measures what training minimises. Weights
+    average 1. Where targets are a dict (several outputs), ``output`` names the class
+    targets, the one output weighted."""
+    counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+    drawn = np.asarray(sampling_weights(counts.tolist(), sampling))
+    per_class = tf.constant(
+        np.where(counts > 0, drawn * len(labels) / np.maximum(counts, 1), 0.0), tf.float32
+    )
+
+    def weigh(images: tf.Tensor, targets):
+        classes = targets[output] if isinstance(targets, dict) else targets
+        weights = tf.gather(per_class, tf.reshape(tf.cast(classes, tf.int32), [-1]))
+        if not isinstance(targets, dict):
+            return images, targets, weights
+        return (
+            images,
+            targets,
+            {name: weights if name == output else tf.ones_like(weights) for name in targets},
+        )
+
+    return ds.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def training_dataset(
     paths: Sequence[Path],
     labels: Sequence[int],

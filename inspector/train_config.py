@@ -121,6 +121,10 @@ class TrainConfig(BaseModel):
     replay_per_class: int = Field(200, ge=0)
     # How often each class is drawn into a batch: balanced = equally, whatever its count.
     sampling: Literal["balanced", "sqrt", "natural"] = "balanced"
+    # The validation loss (which early stopping watches): every image alike ("uniform"),
+    # or each weighted as training draws its class ("sampling": with balanced sampling a
+    # line's few defects count as much as its many good parts).
+    validation_weights: Literal["uniform", "sampling"] = "uniform"
     # Log-sum-exp sharpness of the defect classes' pooling (1: near the mean; 20: near
     # the maximum over the class map).
     pooling_sharpness: float = Field(4.0, gt=0, le=100)

@@ -171,3 +171,24 @@ def test_the_training_stream_draws_every_class_equally_however_rare(tmp_path):
     assert abs(drawn.mean() - 0.5) < 0.1  # 1 in 10 uploaded, half of what trains
     assert sampling_weights([36, 4], "natural") == [0.9, 0.1]
     assert sampling_weights([36, 4], "sqrt") == pytest.approx([6 / 8, 2 / 8])
+
+
+@pytest.mark.parametrize(
+    ("sampling", "good", "defect"), [("balanced", 4 / 6, 4 / 2), ("natural", 1.0, 1.0)]
+)
+def test_validation_images_weigh_as_training_draws_their_class(sampling, good, defect):
+    import tensorflow as tf
+
+    from inspector.pipeline_data import weighted_like_sampling
+
+    labels = np.array([0, 0, 0, 1])  # three good parts, one defect: 2 of each drawn
+    images = np.zeros((4, 2, 2, 1), "float32")
+    plain = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    _, _, weights = zip(*weighted_like_sampling(plain, labels, sampling), strict=True)
+    assert np.concatenate(weights).tolist() == pytest.approx([good] * 3 + [defect])
+    two = tf.data.Dataset.from_tensor_slices(
+        (images, {"classes": labels, "cells": np.zeros((4, 1))})
+    ).batch(4)
+    ((_, _, named),) = list(weighted_like_sampling(two, labels, sampling, "classes"))
+    assert named["classes"].numpy().tolist() == pytest.approx([good] * 3 + [defect])
+    assert named["cells"].numpy().tolist() == [1.0] * 4
