@@ -250,7 +250,7 @@ class TimeBudget(keras.callbacks.Callback):
             affordable = epoch + 1 + int(max(0.0, self.deadline - now) // max(pace, 1e-9))
             if affordable < self.epochs:
                 self._replan(max(affordable, epoch + 1), pace)
-            elif affordable - 1 > self.epochs < self.planned:  # an epoch's margin to grow
+            elif self.epochs < self.planned and affordable - 1 > self.epochs:  # a spare epoch
                 self._replan(min(affordable - 1, self.planned), pace)
         if epoch + 1 >= self.epochs:
             self.model.stop_training = True
