@@ -315,6 +315,17 @@ def weighted_like_sampling(
     return ds.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def without_autotune_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` without tf.data's autotuning thread (its parallel calls then default to the
+    cores, its prefetch buffers still size themselves). The thread sleeps between its
+    optimisations for up to a minute, and the iterator's teardown waits for it: a
+    training stream that lived through a fit held the run up to a minute as ``fit``
+    returned (BENCHMARKS.md, "The threshold on kept scores, …")."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def training_dataset(
     paths: Sequence[Path],
     labels: Sequence[int],

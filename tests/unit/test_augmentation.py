@@ -192,3 +192,26 @@ def test_validation_images_weigh_as_training_draws_their_class(sampling, good, d
     ((_, _, named),) = list(weighted_like_sampling(two, labels, sampling, "classes"))
     assert named["classes"].numpy().tolist() == pytest.approx([good] * 3 + [defect])
     assert named["cells"].numpy().tolist() == [1.0] * 4
+
+
+def test_the_training_stream_runs_without_the_autotuning_thread(tmp_path):
+    # Its timed sleep held up the teardown of a fit's stream for up to a minute.
+    from inspector.pipeline_data import training_dataset, without_autotune_thread
+
+    paths = []
+    for i, part in enumerate(LineSimulator(size=32, seed=5).parts(4)):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(encode(part.image, "png"))
+    ds = training_dataset(
+        paths,
+        [0, 0, 1, 1],
+        InputSpec.square(32, 1),
+        batch_size=4,
+        sampling="balanced",
+        augmentation=None,
+    )
+    assert ds.options().autotune.enabled is not False
+    quiet = without_autotune_thread(ds)
+    assert quiet.options().autotune.enabled is False
+    images, labels = next(iter(quiet))
+    assert images.shape == (4, 32, 32, 1) and set(labels.numpy().tolist()) <= {0, 1}
