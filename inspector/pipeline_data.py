@@ -337,7 +337,8 @@ def training_dataset(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """An endless stream of augmented training batches, each class drawn with the weight
-    :func:`sampling_weights` gives it (each class decoded once and cached)."""
+    :func:`sampling_weights` gives it (each class decoded once and cached), without the
+    autotuning thread (:func:`without_autotune_thread`; datasets built on it inherit that)."""
     if not paths:
         raise DatasetError("no images for this dataset", code="empty_split")
     label_array = np.asarray(labels, np.int32)
@@ -351,4 +352,4 @@ def training_dataset(
     mixed = tf.data.Dataset.sample_from_datasets(
         streams, weights=sampling_weights(counts, sampling), seed=seed
     )
-    return _augmented(mixed.batch(batch_size), augmentation, seed)
+    return without_autotune_thread(_augmented(mixed.batch(batch_size), augmentation, seed))

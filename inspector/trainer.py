@@ -205,7 +205,6 @@ def _datasets(
             seed=config.seed,
         )
         val_ds = synthetic_defects.without_cells(val_ds, cell) if val_ds is not None else None
-    train_ds = pipeline_data.without_autotune_thread(train_ds)
     if val_ds is not None and validation is not None and config.validation_weights == "sampling":
         output = synthetic_defects.PROBABILITIES if _pastes(config, data) else None
         val_ds = pipeline_data.weighted_like_sampling(
